@@ -1,0 +1,136 @@
+"""Paper-scale StableFace config (GRID, 256x256; StableFace Sec. III-IV).
+
+Run:
+  jaxtalk preprocess clips/ -o data/grid --config configs/grid.py
+  jaxtalk train renderer --config configs/grid.py --data data/grid --workdir runs/grid
+
+Every section is overridable from the command line, e.g. `--set model.renderer.depth=4`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "grid"
+  c.seed = 0
+
+  # Preprocessing and the shards it writes (jaxtalk/data, jaxtalk/face, jaxtalk/audio).
+  c.data = ml_collections.ConfigDict()
+  c.data.fps = 25.0
+  c.data.image_size = 256
+  c.data.sample_rate = 16000
+  c.data.n_mels = 80
+  c.data.hop_ms = 10.0
+  c.data.win_ms = 25.0
+  # Log-mel frames per video frame window (centred on the frame): 20 x 10 ms = 200 ms.
+  c.data.audio_window = 20
+  c.data.landmark_backend = "dlib"
+  c.data.face_model = "landmark3d"
+  c.data.expression_dim = 53
+  # The crop side as a multiple of the tracked face box side (one box per clip).
+  c.data.crop_scale = 1.8
+  # no face in a frame: "drop" the frame range and report it, or "fail" past the threshold.
+  c.data.no_face = "drop"
+  c.data.max_missing_fraction = 0.2
+
+  # Landmark tracking (jaxtalk/face/track.py).
+  c.track = ml_collections.ConfigDict()
+  c.track.redetect_every = 0  # 0: only when the tracked face is lost
+  c.track.roi_margin = 0.5  # search the previous box grown by this fraction per side
+  c.track.upsample = 1  # dlib HOG upsampling for small faces
+  c.track.first_frames = 5  # a face must be found within these frames
+  c.track.hold_frames = 5  # hold the previous box this many frames when detection misses
+
+  # MSI (StableFace Sec. III-D).
+  c.msi = ml_collections.ConfigDict()
+  c.msi.eps = 1e-5
+  c.msi.crop_frames = 5
+  c.msi.mouth_ratio = 0.25
+  c.msi.crop_size = 256
+
+  # Networks (jaxtalk/models). Shapes follow Sec. III-A/III-C and Table I.
+  c.model = ml_collections.ConfigDict()
+  c.model.dtype = "float32"  # compute dtype; "bfloat16" keeps f32 parameters
+  c.model.remat = False
+
+  c.model.renderer = ml_collections.ConfigDict()
+  c.model.renderer.base_channels = 64  # encoder 64 -> 128 -> 256
+  c.model.renderer.n_down = 2
+  c.model.renderer.n_res_blocks = 8
+  c.model.renderer.audio_fusion = True
+  c.model.renderer.audio_dim = 64
+  c.model.renderer.audio_channels = 128  # width of the per-frame log-mel window encoder
+  c.model.renderer.dependency = True
+  c.model.renderer.patches = 4  # p: each feature map is split into p x p patches
+  c.model.renderer.token_dim = 512  # d
+  c.model.renderer.depth = 4  # N transformer blocks
+  c.model.renderer.num_heads = 8
+  c.model.renderer.mlp_ratio = 4.0
+  c.model.renderer.max_frames = 64  # size of the learned temporal position table
+
+  c.model.smoothing = ml_collections.ConfigDict()
+  c.model.smoothing.kind = "adaptive"  # adaptive | gaussian | global | none
+  c.model.smoothing.width = 5  # K
+  c.model.smoothing.gaussian_sigma = 1.0
+  c.model.smoothing.channels = (32, 32, 16, 16)  # Table I Conv1D-BN-ReLU widths
+
+  c.model.discriminator = ml_collections.ConfigDict()
+  c.model.discriminator.base_channels = 64
+  c.model.discriminator.n_layers = 3
+
+  c.model.a2e = ml_collections.ConfigDict()
+  c.model.a2e.dim = 256
+  c.model.a2e.depth = 4
+  c.model.a2e.num_heads = 4
+  c.model.a2e.mlp_ratio = 4.0
+  c.model.a2e.max_frames = 512
+  c.model.a2e.audio_channels = 128  # width of the per-frame log-mel window encoder
+
+  # Training (jaxtalk/train).
+  c.train = ml_collections.ConfigDict()
+  c.train.seq_len = 12  # T: "a dozen of consecutive frames"
+  c.train.batch_size = 8
+  c.train.lr = 1e-4
+  c.train.smooth_lr = 1e-6
+  c.train.disc_lr = 1e-4
+  c.train.stage1_steps = 100_000
+  c.train.stage2_steps = 20_000
+  c.train.lambda_rec = 20.0
+  c.train.lambda_adv = 1.0
+  c.train.mouth_weight = 2.0
+  c.train.vgg_weights = ""  # path to a converted or torchvision VGG19 file; "" = no perceptual
+  c.train.erosion = True
+  c.train.erosion_expr_noise = 0.1
+  c.train.erosion_point_noise = 2.0  # pixels at 256
+  c.train.erosion_max_morph = 7  # pixels at 256
+  c.train.erosion_max_shift = 6.0  # pixels at 256
+  c.train.erosion_max_rotate = 8.0  # degrees
+  c.train.mesh_data = -1  # -1: all devices not used by seq
+  c.train.mesh_seq = 1
+  c.train.parallel = "jit"  # jit | pmap
+  c.train.distributed = False  # call jax.distributed.initialize() first (multi-host)
+  c.train.workers = 2
+  c.train.log_every = 50
+  c.train.sample_every = 1000
+  c.train.ckpt_every = 1000
+  c.train.keep = 3
+  c.train.eval_every = 1000
+  c.train.val_fraction = 0.1
+
+  c.a2e_train = ml_collections.ConfigDict()
+  c.a2e_train.seq_len = 64
+  c.a2e_train.batch_size = 16
+  c.a2e_train.lr = 1e-4
+  c.a2e_train.steps = 20_000
+  c.a2e_train.velocity_weight = 1.0
+
+  # Inference (jaxtalk/infer.py).
+  c.infer = ml_collections.ConfigDict()
+  c.infer.window = 12
+  c.infer.overlap = 4
+  c.infer.batch_windows = 4
+  c.infer.feather = 0.1
+
+  c.lock()
+  return c

@@ -1,0 +1,337 @@
+"""The Grain input pipeline: random windows of T consecutive frames from the dataset shards.
+
+    clips (memory-mapped .npy, docs/dataset_format.md)
+      -> segments: each clip split into a train part and a validation part (split_segments)
+      -> WindowSource: one element per window start, a window never crosses a clip boundary
+      -> MapDataset: this host's slice (process_index::process_count) -> shuffle(seed)
+         -> repeat -> batch(global_batch / process_count)
+      -> IterDataset (reader threads; worker processes when train.workers > 0)
+
+A window is a dict of numpy arrays, sliced from the memmaps and nothing else: uint8 images
+stay uint8 on the host (4x less to copy and transfer); the train step converts on device.
+
+    frames       uint8   (B, T, S, S, 3)
+    shape        uint8   (B, T, S, S, 3)
+    mask         uint8   (B, T, S, S)
+    mask_points  float32 (B, T, P, 2)
+    expression   float32 (B, T, E)
+    audio        float32 (B, T, W, 80)
+
+audio2expression trains on longer windows of (audio, expression) only (A2E_KEYS).
+
+Determinism: the element order is a pure function of (seed, dataset, host slice); the
+iterator's state (`get_state()`, a small JSON dict) goes into every checkpoint and
+`set_state()` continues exactly where it stopped, with or without worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from jaxtalk.errors import JaxtalkError
+
+RENDERER_KEYS = ("frames", "shape", "mask", "mask_points", "expression", "audio")
+A2E_KEYS = ("audio", "expression")
+
+
+class DatasetError(JaxtalkError):
+  """A dataset folder that cannot be trained on (missing, empty, clips too short)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the shards. Only clip names, lengths and memmaps are needed here.
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipInfo:
+  name: str
+  path: pathlib.Path
+  num_frames: int
+
+
+def list_clips(root: str | pathlib.Path) -> list[ClipInfo]:
+  """The finished clips of a dataset folder, sorted by name (a `.partial` folder is never one)."""
+  root = pathlib.Path(root)
+  try:
+    from jaxtalk.data.dataset import open_dataset  # noqa: PLC0415 (the preprocessing's reader)
+  except ImportError:
+    open_dataset = None
+  if open_dataset is not None:
+    try:
+      ds = open_dataset(root)
+    except JaxtalkError as e:
+      raise DatasetError(str(e)) from e
+    clips = [ClipInfo(c.name, pathlib.Path(c.path), int(c.num_frames)) for c in ds.clips]
+    return sorted(clips, key=lambda c: c.name)
+  return _list_clips_direct(root)
+
+
+def _list_clips_direct(root: pathlib.Path) -> list[ClipInfo]:
+  # Reads the folder per the contract in docs/dataset_format.md (clips/<name>/frames.npy ...).
+  if not root.is_dir():
+    raise DatasetError(f"dataset folder not found: {root}")
+  clip_dir = root / "clips"
+  if not clip_dir.is_dir():
+    raise DatasetError(f"{root} is not a jaxtalk dataset (no clips/ folder); run jaxtalk preprocess")
+  clips = []
+  for d in sorted(clip_dir.iterdir()):
+    if not d.is_dir() or d.name.endswith(".partial"):
+      continue
+    frames = d / "frames.npy"
+    if not frames.is_file():
+      continue
+    n = int(np.load(frames, mmap_mode="r").shape[0])
+    clips.append(ClipInfo(d.name, d, n))
+  return clips
+
+
+def open_clip_arrays(clip_path: pathlib.Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+  """Memory-maps the named arrays of one clip (nothing is read until sliced)."""
+  out = {}
+  for k in keys:
+    f = clip_path / f"{k}.npy"
+    if not f.is_file():
+      raise DatasetError(f"clip {clip_path.name}: {f.name} is missing")
+    out[k] = np.load(f, mmap_mode="r")
+  return out
+
+
+def audio_stats(root: str | pathlib.Path, clips: Sequence[ClipInfo]) -> tuple[np.ndarray, np.ndarray]:
+  """Per-mel-bin mean and std over the given clips' log-mel (mel.npy, else audio.npy windows).
+
+  The audio encoders expect standardised inputs; these statistics are computed once from the
+  training clips, stored in the checkpoint (`meta.json`) and applied on device.
+  """
+  total = None
+  total_sq = None
+  count = 0
+  for c in clips:
+    f = c.path / "mel.npy"
+    if not f.is_file():
+      f = c.path / "audio.npy"
+    a = np.load(f, mmap_mode="r")
+    x = np.asarray(a, np.float64).reshape(-1, a.shape[-1])
+    s, sq = x.sum(0), (x * x).sum(0)
+    total = s if total is None else total + s
+    total_sq = sq if total_sq is None else total_sq + sq
+    count += x.shape[0]
+  if not count:
+    raise DatasetError(f"{root}: no audio to compute feature statistics from")
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+  return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Train / validation split.
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  """Frames [start, stop) of one clip."""
+
+  clip: str
+  start: int
+  stop: int
+
+  @property
+  def length(self) -> int:
+    return self.stop - self.start
+
+
+def split_segments(
+  clips: Sequence[ClipInfo], val_fraction: float, seq_len: int
+) -> tuple[list[Segment], list[Segment], str]:
+  """(train, val, how): held-out validation by clip.
+
+  Two or more clips: the last round(val_fraction * n) clips (at least one) in name order are
+  validation. One clip: its last ceil(val_fraction * n) frames (at least seq_len) are, when the
+  rest still holds a window; otherwise there is no validation split. `how` says which in words.
+  """
+  usable = [c for c in clips if c.num_frames >= seq_len]
+  if not usable:
+    longest = max((c.num_frames for c in clips), default=0)
+    raise DatasetError(
+      f"no clip has {seq_len} frames for a training window (longest: {longest}); "
+      "lower the seq_len or add longer clips"
+    )
+  if val_fraction <= 0:
+    return [Segment(c.name, 0, c.num_frames) for c in usable], [], "no validation (val_fraction=0)"
+  if len(usable) >= 2:
+    n_val = min(len(usable) - 1, max(1, round(val_fraction * len(usable))))
+    train = [Segment(c.name, 0, c.num_frames) for c in usable[:-n_val]]
+    val = [Segment(c.name, 0, c.num_frames) for c in usable[-n_val:]]
+    return train, val, f"{len(val)} of {len(usable)} clips held out for validation"
+  c = usable[0]
+  n_val = max(seq_len, math.ceil(val_fraction * c.num_frames))
+  if c.num_frames - n_val < seq_len:
+    return [Segment(c.name, 0, c.num_frames)], [], (
+      f"one clip of {c.num_frames} frames: too short to hold out a validation tail of "
+      f"{n_val} frames; no validation"
+    )
+  cut = c.num_frames - n_val
+  return [Segment(c.name, 0, cut)], [Segment(c.name, cut, c.num_frames)], (
+    f"one clip: its last {n_val} frames held out for validation"
+  )
+
+
+# ----------------------------------------------------------------------------------------------
+# The window source.
+
+
+class WindowSource:
+  """Random-access source of windows: element i is the i-th (segment, start) pair.
+
+  Windows start every `stride` frames and end inside their segment, so none crosses a clip
+  boundary (or the train/validation cut). Memmaps are opened lazily per process, so the source
+  pickles cheaply into Grain worker processes (which then share the page cache).
+  """
+
+  def __init__(
+    self,
+    root: str | pathlib.Path,
+    segments: Sequence[Segment],
+    seq_len: int,
+    keys: Sequence[str] = RENDERER_KEYS,
+    stride: int = 1,
+  ):
+    self.root = pathlib.Path(root)
+    self.segments = list(segments)
+    self.seq_len = int(seq_len)
+    self.keys = tuple(keys)
+    self.stride = int(stride)
+    counts = [max(0, (s.length - self.seq_len) // self.stride + 1) for s in self.segments]
+    self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    self._clip_paths = {c.name: c.path for c in list_clips(self.root)}
+    missing = {s.clip for s in self.segments} - set(self._clip_paths)
+    if missing:
+      raise DatasetError(f"clips not in {self.root}: {sorted(missing)}")
+    self._arrays: dict[str, dict[str, np.ndarray]] = {}
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_arrays"] = {}
+    return state
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def locate(self, index: int) -> tuple[str, int]:
+    """(clip name, first frame) of window `index`."""
+    if not 0 <= index < len(self):
+      raise IndexError(f"window {index} out of range [0, {len(self)})")
+    seg = int(np.searchsorted(self._offsets, index, side="right")) - 1
+    s = self.segments[seg]
+    return s.clip, s.start + (index - int(self._offsets[seg])) * self.stride
+
+  def _clip(self, name: str) -> dict[str, np.ndarray]:
+    arrays = self._arrays.get(name)
+    if arrays is None:
+      arrays = self._arrays[name] = open_clip_arrays(self._clip_paths[name], self.keys)
+    return arrays
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    clip, start = self.locate(int(index))
+    arrays = self._clip(clip)
+    # np.array copies the slice out of the page cache: the only host work per window
+    return {k: np.array(a[start : start + self.seq_len]) for k, a in arrays.items()}
+
+  def __repr__(self) -> str:
+    return f"WindowSource({self.root.name}, {len(self.segments)} segments, {len(self)} windows)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets and iterators.
+
+
+def host_batch_size(global_batch: int, process_count: int) -> int:
+  if global_batch % process_count:
+    raise DatasetError(
+      f"batch size {global_batch} does not divide over {process_count} hosts; make it a multiple"
+    )
+  return global_batch // process_count
+
+
+def train_dataset(
+  source: WindowSource,
+  *,
+  global_batch: int,
+  seed: int,
+  workers: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  read_threads: int = 2,
+  prefetch: int = 2,
+) -> grain.IterDataset:
+  """Shuffled, repeated, batched windows for this host.
+
+  Every host slices a disjoint subset of the windows (process_index::process_count) and batches
+  global_batch / process_count of them; the shuffle is seeded identically on every host.
+  """
+  if len(source) == 0:
+    raise DatasetError(f"{source}: no window of {source.seq_len} frames in the training split")
+  batch = host_batch_size(global_batch, process_count)
+  ds = grain.MapDataset.source(source)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+    if len(ds) == 0:
+      raise DatasetError(f"host {process_index}: no windows left after slicing over hosts")
+  ds = ds.shuffle(seed=seed).repeat(None).batch(batch, drop_remainder=True)
+  # a small read-ahead: the default buffer (500 batches) would hold gigabytes of 256x256 clips
+  it = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=max(1, read_threads), prefetch_buffer_size=max(1, prefetch))
+  )
+  if workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
+  return it
+
+
+def eval_batches(
+  source: WindowSource,
+  *,
+  global_batch: int,
+  max_batches: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> list[dict[str, np.ndarray]]:
+  """A fixed list of validation batches (no shuffle; evenly spread over the windows), so every
+  evaluation sees the same data. Empty when the source has too few windows for one batch."""
+  batch = host_batch_size(global_batch, process_count)
+  n = len(source)
+  n_batches = min(max_batches, n // global_batch)
+  if n_batches <= 0:
+    return []
+  idx = np.linspace(0, n - 1, n_batches * global_batch).round().astype(np.int64)
+  out = []
+  for b in range(n_batches):
+    chunk = idx[b * global_batch : (b + 1) * global_batch]
+    chunk = chunk[process_index * batch : (process_index + 1) * batch]
+    items = [source[int(i)] for i in chunk]
+    out.append({k: np.stack([it[k] for it in items]) for k in items[0]})
+  return out
+
+
+def iterator_state(it: grain.DatasetIterator) -> dict:
+  """The iterator's position, JSON-serialisable (round-trips through json for safety)."""
+  return json.loads(json.dumps(it.get_state()))
+
+
+def window_index_stream(
+  n_windows: int, *, seed: int, batch_size: int
+) -> Iterator[np.ndarray]:
+  """The window indices a seeded train_dataset visits, batch by batch (for tests and tools)."""
+  ds = grain.MapDataset.source(list(range(n_windows))).shuffle(seed=seed).repeat(None)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  for b in ds.to_iter_dataset():
+    yield np.asarray(b)
+
+
+def describe_batch(batch: Mapping[str, np.ndarray]) -> str:
+  return ", ".join(f"{k} {v.dtype}{tuple(v.shape)}" for k, v in batch.items())

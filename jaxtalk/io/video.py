@@ -1,0 +1,173 @@
+"""Video reading and writing through PyAV: the one place that knows about codecs.
+
+Frames are RGB uint8 arrays `frame_hwc`; a clip is `frames_thwc`. Reading can resample to a
+target frame rate by presentation time (nearest earlier frame), which also regularises
+variable-frame-rate input. Every failure to open or decode becomes a `VideoReadError` that
+names the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import os
+import pathlib
+from collections.abc import Iterable, Iterator
+
+import av
+import numpy as np
+
+from jaxtalk.errors import VideoReadError
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+  path: str
+  width: int
+  height: int
+  fps: float
+  duration_s: float
+  has_audio: bool
+  variable_frame_rate: bool = False
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+  path = str(path)
+  if not os.path.exists(path):
+    raise VideoReadError(f"{path}: no such file")
+  if os.path.isdir(path):
+    raise VideoReadError(f"{path}: is a folder, not a video file")
+  try:
+    container = av.open(path)
+  except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+    raise VideoReadError(f"{path}: cannot be read as a video file ({e})") from e
+  if not container.streams.video:
+    container.close()
+    raise VideoReadError(f"{path}: has no video stream")
+  return container
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+  """Stream facts without decoding every frame (VFR is judged from the first 100 packets)."""
+  with _open(path) as container:
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    duration = float(container.duration / av.time_base) if container.duration else 0.0
+    pts = []
+    for i, packet in enumerate(container.demux(stream)):
+      if packet.pts is not None:
+        pts.append(packet.pts)
+      if i >= 100:
+        break
+    # Packets come in decode order (B-frames reorder them); presentation order is sorted pts.
+    deltas = np.diff(np.sort(np.asarray(pts, dtype=np.float64)))
+    vfr = bool(deltas.size > 2 and np.median(deltas) > 0 and np.std(deltas) > 0.1 * np.median(deltas))
+    return VideoInfo(
+      path=str(path),
+      width=stream.codec_context.width,
+      height=stream.codec_context.height,
+      fps=fps,
+      duration_s=duration,
+      has_audio=bool(container.streams.audio),
+      variable_frame_rate=vfr,
+    )
+
+
+def iter_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[np.ndarray]:
+  """Yields RGB uint8 frames, resampled to `fps` by timestamp when given (None: as stored).
+
+  Output frame i shows the latest source frame whose time (relative to the first frame) is at or
+  before i / fps, so a 30 fps or variable-rate source becomes an even 25 fps clip of the same
+  duration; the last source frame is held for its own duration.
+  """
+  container = _open(path)
+  eps = 1e-6
+  try:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate or stream.guessed_rate
+    src_dt = 1.0 / float(rate) if rate else (1.0 / fps if fps else 0.04)
+    t0, prev, last_t, index = None, None, 0.0, 0
+    for n, frame in enumerate(container.decode(stream)):
+      image = frame.to_ndarray(format="rgb24")
+      if fps is None:
+        yield image
+        continue
+      t = float(frame.time) if frame.time is not None else n * src_dt
+      t0 = t if t0 is None else t0
+      t -= t0
+      while prev is not None and index / fps < t - eps:
+        yield prev
+        index += 1
+      prev, last_t = image, t
+    if fps is not None and prev is not None:
+      while index / fps < last_t + src_dt - eps:
+        yield prev
+        index += 1
+  except av.error.FFmpegError as e:
+    raise VideoReadError(f"{path}: corrupt video data ({e})") from e
+  finally:
+    container.close()
+
+
+def read_frames(path: str | os.PathLike, fps: float | None = None) -> np.ndarray:
+  """The whole clip as `frames_thwc` uint8 (use `iter_frames` for long videos)."""
+  frames = list(iter_frames(path, fps))
+  if not frames:
+    raise VideoReadError(f"{path}: no decodable video frames")
+  return np.stack(frames)
+
+
+def write_video(
+  path: str | os.PathLike,
+  frames_thwc: Iterable[np.ndarray],
+  fps: float,
+  audio: np.ndarray | None = None,
+  sample_rate: int | None = None,
+  crf: int = 18,
+) -> int:
+  """Writes H.264 mp4 (AAC audio when given, mono float in [-1, 1]); returns frames written."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rate = fractions.Fraction(fps).limit_denominator(1001)
+  n = 0
+  with av.open(str(path), mode="w") as container:
+    vstream = None
+    astream = None
+    if audio is not None:
+      if sample_rate is None:
+        raise ValueError("sample_rate is required with audio")
+      astream = container.add_stream("aac", rate=int(sample_rate))
+      astream.layout = "mono"
+    for frame_hwc in frames_thwc:
+      frame_hwc = np.ascontiguousarray(frame_hwc, dtype=np.uint8)
+      if vstream is None:
+        h, w = frame_hwc.shape[:2]
+        vstream = container.add_stream("libx264", rate=rate)
+        # yuv420p needs even sizes; pad by one pixel rather than resample.
+        vstream.width, vstream.height = w + w % 2, h + h % 2
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"crf": str(crf), "preset": "medium"}
+      if frame_hwc.shape[0] != vstream.height or frame_hwc.shape[1] != vstream.width:
+        frame_hwc = np.pad(
+          frame_hwc,
+          ((0, vstream.height - frame_hwc.shape[0]), (0, vstream.width - frame_hwc.shape[1]), (0, 0)),
+          mode="edge",
+        )
+      for packet in vstream.encode(av.VideoFrame.from_ndarray(frame_hwc, format="rgb24")):
+        container.mux(packet)
+      n += 1
+    if vstream is None:
+      raise ValueError("write_video got no frames")
+    for packet in vstream.encode():
+      container.mux(packet)
+    if astream is not None:
+      samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
+      frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+      frame.sample_rate = int(sample_rate)
+      for packet in astream.encode(frame):
+        container.mux(packet)
+      for packet in astream.encode():
+        container.mux(packet)
+  return n

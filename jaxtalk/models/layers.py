@@ -1,0 +1,206 @@
+"""Building blocks shared by the StableFace networks: conv stacks, the per-frame audio encoder,
+pre-norm transformer blocks, and the dtype / sharding plumbing they all use.
+
+Every module takes `dtype` (compute) and keeps `param_dtype` float32, so `model.dtype =
+"bfloat16"` halves activation memory while optimiser state and updates stay in f32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+# A PartitionSpec (resolved against the mesh set with `jax.set_mesh`) or a full Sharding such as
+# a NamedSharding; None means "no constraint". Defined by role in jaxtalk/train/sharding.py.
+ShardingLike = Any
+
+LEAKY_SLOPE = 0.2
+
+
+def compute_dtype(name: str | Dtype) -> Dtype:
+  """Maps a config string ("float32", "bfloat16") to a jnp dtype; dtypes pass through."""
+  if isinstance(name, str):
+    try:
+      return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+    except KeyError:
+      raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {name!r}") from None
+  return name
+
+
+def constrain(x: jax.Array, sharding: ShardingLike | None) -> jax.Array:
+  """Sharding hint for XLA's partitioner; a no-op when no sharding is given."""
+  if sharding is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+  return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
+
+
+def reflect_pad(x_nhwc: jax.Array, pad: int) -> jax.Array:
+  # Reflection padding (as in the ResNet generator of [61]) avoids the dark border artefacts that
+  # zero padding leaves at the image edge of large-kernel convs.
+  if pad == 0:
+    return x_nhwc
+  return jnp.pad(x_nhwc, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+class ConvNormAct(nn.Module):
+  """Conv (reflect or zero padded) -> instance norm -> leaky ReLU, on (N, H, W, C)."""
+
+  features: int
+  kernel: int
+  stride: int = 1
+  reflect: bool = False
+  norm: bool = True
+  act: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+    if self.stride == 1:
+      pad = (self.kernel - 1) // 2
+      pads = ((pad, self.kernel - 1 - pad),) * 2
+    else:
+      # kernel 4 stride 2 with 1 pixel each side halves H and W exactly (pix2pix convention).
+      pad = (self.kernel - self.stride) // 2
+      pads = ((pad, pad),) * 2
+    if self.reflect:
+      x_nhwc = reflect_pad(x_nhwc, pads[0][0])
+      pads = "VALID"
+    x_nhwc = nn.Conv(
+      self.features,
+      (self.kernel, self.kernel),
+      strides=(self.stride, self.stride),
+      padding=pads,
+      dtype=self.dtype,
+      # a bias right before instance norm is cancelled by the mean subtraction
+      use_bias=not self.norm,
+    )(x_nhwc)
+    if self.norm:
+      x_nhwc = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype)(x_nhwc)
+    if self.act:
+      x_nhwc = leaky_relu(x_nhwc)
+    return x_nhwc
+
+
+class ResBlock(nn.Module):
+  """Residual block of the bottleneck (Johnson et al. [61]): two 3x3 conv-IN, identity skip."""
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+    y = ConvNormAct(self.features, 3, reflect=True, dtype=self.dtype)(x_nhwc)
+    y = ConvNormAct(self.features, 3, reflect=True, act=False, dtype=self.dtype)(y)
+    return x_nhwc + y
+
+
+class AudioWindowEncoder(nn.Module):
+  """One audio feature vector per video frame from that frame's log-mel window (N, W, F).
+
+  Per-mel-frame projection, two strided 1-D convs over the window's time axis, then a flatten
+  and a linear layer: flattening (rather than pooling) keeps *where* in the 200 ms window a
+  sound happens, which matters for the mouth shape of the centre frame. It never looks at other
+  video frames. Inputs are expected roughly standardised per mel bin (the data pipeline's job).
+  """
+
+  out_dim: int
+  channels: int = 128
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, audio_nwf: jax.Array) -> jax.Array:
+    n = audio_nwf.shape[0]
+    x = nn.Dense(self.channels, dtype=self.dtype)(audio_nwf.astype(self.dtype))
+    x = leaky_relu(x)
+    for _ in range(2):
+      x = nn.Conv(self.channels, (3,), strides=(2,), padding=((1, 1),), dtype=self.dtype)(x)
+      x = leaky_relu(x)
+    x = x.reshape(n, -1)
+    return nn.Dense(self.out_dim, dtype=self.dtype)(x)
+
+
+class Mlp(nn.Module):
+  hidden: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = x.shape[-1]
+    x = nn.Dense(self.hidden, dtype=self.dtype)(x)
+    x = nn.gelu(x)
+    return nn.Dense(out, dtype=self.dtype)(x)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm transformer block (ViT): x + MHSA(LN(x)); x + MLP(LN(x)), on (B, L, d).
+
+  `sharding` pins the token activations (e.g. P('data', 'seq', None)) so XLA keeps the token
+  axis split over devices between the blocks; attention gathers keys/values as it needs them.
+  """
+
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Dtype = jnp.float32
+  sharding: ShardingLike | None = None
+
+  @nn.compact
+  def __call__(self, x_bld: jax.Array) -> jax.Array:
+    d = x_bld.shape[-1]
+    x_bld = constrain(x_bld, self.sharding)
+    h = nn.LayerNorm(dtype=self.dtype)(x_bld)
+    # softmax in f32 even under bf16: bf16 logits over hundreds of tokens lose the small weights
+    h = nn.MultiHeadDotProductAttention(
+      num_heads=self.num_heads, dtype=self.dtype, deterministic=True, force_fp32_for_softmax=True
+    )(h, h)
+    x_bld = constrain(x_bld + h, self.sharding)
+    h = nn.LayerNorm(dtype=self.dtype)(x_bld)
+    h = Mlp(int(d * self.mlp_ratio), dtype=self.dtype)(h)
+    return constrain(x_bld + h, self.sharding)
+
+
+class TransformerStack(nn.Module):
+  """`depth` pre-norm blocks and a final LayerNorm; `remat` recomputes each block's activations
+  in the backward pass (nn.remat) instead of storing them."""
+
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+  sharding: ShardingLike | None = None
+
+  @nn.compact
+  def __call__(self, x_bld: jax.Array) -> jax.Array:
+    block_cls = nn.remat(TransformerBlock) if self.remat else TransformerBlock
+    for i in range(self.depth):
+      x_bld = block_cls(
+        num_heads=self.num_heads,
+        mlp_ratio=self.mlp_ratio,
+        dtype=self.dtype,
+        sharding=self.sharding,
+        name=f"block{i}",
+      )(x_bld)
+    return nn.LayerNorm(dtype=self.dtype)(x_bld)
+
+
+def check_frames(t: int, max_frames: int, what: str) -> None:
+  if t > max_frames:
+    raise ValueError(
+      f"{what}: sequence of {t} frames exceeds the learned temporal position table "
+      f"({max_frames}); raise max_frames in the config or process the video in windows"
+    )
+
+
+def flatten_leading(x: jax.Array, n_trailing: int) -> tuple[jax.Array, Sequence[int]]:
+  """(..., *trailing) -> (N, *trailing) and the leading shape to undo it."""
+  lead = x.shape[: x.ndim - n_trailing]
+  return x.reshape((-1, *x.shape[x.ndim - n_trailing :])), lead

@@ -1,0 +1,123 @@
+"""VGG19 features for the perceptual loss (Sec. III-E, [64]) and the pure conversion from a
+torchvision VGG19 state dict. Reading files is jaxtalk/train/vgg_weights.py's job.
+
+The network is torchvision's `vgg19().features` up to relu5_1 (the 13 first convs); it returns
+[relu1_1, relu2_1, relu3_1, relu4_1, relu5_1], the layers of the usual VGG perceptual loss. The
+[-1, 1] RGB input is mapped to [0, 1] and normalised with the ImageNet mean and std inside, as
+torchvision's weights expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.models.layers import Dtype
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# (our name, index in torchvision's vgg19().features, in channels, out channels): all 16 convs.
+VGG19_CONVS: tuple[tuple[str, int, int, int], ...] = (
+  ("conv1_1", 0, 3, 64),
+  ("conv1_2", 2, 64, 64),
+  ("conv2_1", 5, 64, 128),
+  ("conv2_2", 7, 128, 128),
+  ("conv3_1", 10, 128, 256),
+  ("conv3_2", 12, 256, 256),
+  ("conv3_3", 14, 256, 256),
+  ("conv3_4", 16, 256, 256),
+  ("conv4_1", 19, 256, 512),
+  ("conv4_2", 21, 512, 512),
+  ("conv4_3", 23, 512, 512),
+  ("conv4_4", 25, 512, 512),
+  ("conv5_1", 28, 512, 512),
+  ("conv5_2", 30, 512, 512),
+  ("conv5_3", 32, 512, 512),
+  ("conv5_4", 34, 512, 512),
+)
+# relu5_1 is the last output, so conv5_2..conv5_4 (features.30, 32, 34) are never used.
+USED_CONVS = VGG19_CONVS[:13]
+FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+class VGG19Features(nn.Module):
+  """images (..., H, W, 3) in [-1, 1] -> list of 5 feature maps relu1_1 .. relu5_1.
+
+  Only `params`; feed it converted torchvision weights (frozen: stop their gradient in the loss).
+  """
+
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> list[jax.Array]:
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).astype(jnp.float32)
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    x = (((x + 1.0) * 0.5 - mean) / std).astype(self.dtype)
+    outputs = []
+    block = 1
+    for name, _, _, out_ch in USED_CONVS:
+      stage = int(name[4])
+      if stage != block:  # torchvision's MaxPool2d(2, 2) between stages
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        block = stage
+      # torchvision pads by 1 with zeros; for a 3x3 stride-1 conv that is "SAME"
+      x = nn.relu(nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x))
+      if name.endswith("_1"):
+        outputs.append(x.reshape(*lead, *x.shape[1:]))
+    return outputs
+
+
+def torchvision_vgg19_shapes() -> dict[str, tuple[int, ...]]:
+  """The torchvision keys and shapes the converter needs (weights OIHW), in network order."""
+  shapes = {}
+  for _, idx, cin, cout in USED_CONVS:
+    shapes[f"features.{idx}.weight"] = (cout, cin, 3, 3)
+    shapes[f"features.{idx}.bias"] = (cout,)
+  return shapes
+
+
+def check_torchvision_vgg19(state_dict: Mapping[str, np.ndarray]) -> str | None:
+  """None if the state dict has every needed key with the right shape, else what is wrong first."""
+  for key, shape in torchvision_vgg19_shapes().items():
+    if key not in state_dict:
+      return f"missing key {key!r} (expected shape {shape})"
+    got = tuple(np.shape(state_dict[key]))
+    if got != shape:
+      return f"key {key!r} has shape {got}, expected {shape}"
+  return None
+
+
+def convert_torchvision_vgg19(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """torchvision `vgg19().state_dict()` arrays (numpy) -> our `params` pytree.
+
+  Conv weights go from PyTorch's OIHW to Flax's HWIO; both libraries compute a
+  cross-correlation, so no spatial flip. Extra keys (classifier, conv5_2..5_4) are ignored.
+  Raises ValueError naming the first missing or misshapen key.
+  """
+  problem = check_torchvision_vgg19(state_dict)
+  if problem is not None:
+    raise ValueError(f"not a torchvision VGG19 state dict: {problem}")
+  params = {}
+  for name, idx, _, _ in USED_CONVS:
+    w_oihw = np.asarray(state_dict[f"features.{idx}.weight"], np.float32)
+    params[name] = {
+      "kernel": np.ascontiguousarray(np.einsum("oihw->hwio", w_oihw)),
+      "bias": np.asarray(state_dict[f"features.{idx}.bias"], np.float32),
+    }
+  return params
+
+
+def to_torchvision_vgg19(params: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """The inverse of convert_torchvision_vgg19 (for round-trip checks and exporting)."""
+  out = {}
+  for name, idx, _, _ in USED_CONVS:
+    out[f"features.{idx}.weight"] = np.einsum("hwio->oihw", np.asarray(params[name]["kernel"]))
+    out[f"features.{idx}.bias"] = np.asarray(params[name]["bias"])
+  return out
