@@ -24,6 +24,9 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     if not container.streams.audio:
       raise AudioReadError(f"{path}: has no audio track")
     stream = container.streams.audio[0]
+    # mp4/mov record the exact track length (edit lists); other containers only estimate it.
+    exact = "mp4" in container.format.name or "mov" in container.format.name
+    duration_s = float(stream.duration * stream.time_base) if exact and stream.duration else None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     chunks = []
     try:
@@ -36,7 +39,11 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
       raise AudioReadError(f"{path}: corrupt audio data ({e})") from e
   if not chunks:
     raise AudioReadError(f"{path}: the audio track holds no samples")
-  return np.concatenate(chunks).astype(np.float32)
+  samples = np.concatenate(chunks).astype(np.float32)
+  if duration_s:
+    # Codecs pad the last frame (AAC: to 1024 samples); mp4 knows the true length.
+    samples = samples[: int(round(duration_s * sample_rate))]
+  return samples
 
 
 def is_silent(samples: np.ndarray, threshold_db: float = -50.0) -> bool:

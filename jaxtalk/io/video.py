@@ -166,6 +166,10 @@ def write_video(
       samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
       frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
       frame.sample_rate = int(sample_rate)
+      # An explicit pts makes the encoder's priming delay negative pts, which the mp4 muxer
+      # records as an edit list: decoders then drop it and the track starts at sample 0.
+      frame.pts = 0
+      frame.time_base = fractions.Fraction(1, int(sample_rate))
       for packet in astream.encode(frame):
         container.mux(packet)
       for packet in astream.encode():
