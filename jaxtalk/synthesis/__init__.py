@@ -1,0 +1,1 @@
+"""Building blocks of inference that are not networks: windows, looping, pasting."""

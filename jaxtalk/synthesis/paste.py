@@ -1,0 +1,48 @@
+"""Pasting the generated face crop back into the full-resolution frame without a visible box.
+
+The crop was cut from the frame with one fixed square box per clip (x0, y0, side). The generated
+crop is warped back with the inverse transform and blended under a feathered alpha: the face
+region grown by a margin and blurred, so the transition is gradual. Pixels where alpha is zero
+are copied from the original frame untouched.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def feathered_alpha(region_hw: np.ndarray, grow: int, blur: int) -> np.ndarray:
+  """float32 alpha in [0, 1]: the region dilated by `grow` px, then box-blurred `blur` px wide."""
+  region = (np.asarray(region_hw) > 0).astype(np.uint8)
+  if grow > 0:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    region = cv2.dilate(region, kernel)
+  alpha = region.astype(np.float32)
+  if blur > 1:
+    # Erode first by half the blur so the blurred edge stays inside the grown region.
+    half = blur // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half + 1, 2 * half + 1))
+    alpha = cv2.erode(region, kernel).astype(np.float32)
+    alpha = cv2.blur(alpha, (blur, blur), borderType=cv2.BORDER_CONSTANT)
+  return np.clip(alpha, 0.0, 1.0)
+
+
+def paste(
+  frame_hwc: np.ndarray, crop_hwc: np.ndarray, alpha_hw: np.ndarray, box: np.ndarray
+) -> np.ndarray:
+  """The frame with `crop` (a square crop of side `box[2]` at `box[:2]`) blended in by `alpha`."""
+  h, w = frame_hwc.shape[:2]
+  size = crop_hwc.shape[0]
+  x0, y0, side = (float(v) for v in box)
+  scale = side / size
+  # Crop pixel u maps to frame x0 + u * scale (the inverse of the crop transform).
+  m = np.array([[scale, 0.0, x0], [0.0, scale, y0]], np.float64)
+  gen = cv2.warpAffine(crop_hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+  a = cv2.warpAffine(alpha_hw.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+  out = frame_hwc.copy()
+  inside = a > 0
+  blended = a[..., None] * gen.astype(np.float32) + (1 - a[..., None]) * frame_hwc.astype(np.float32)
+  out[inside] = np.clip(np.round(blended[inside]), 0, 255).astype(np.uint8)
+  return out
