@@ -5,9 +5,8 @@ Run:
   jaxtalk train renderer --config configs/tiny.py --data data/tiny --workdir runs/tiny
 """
 
-import ml_collections
-
 import grid
+import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:

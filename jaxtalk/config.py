@@ -72,8 +72,10 @@ def _parse_value(text: str, current: object, key: str) -> object:
     return text
   try:
     value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    raise ConfigError(f"--set {key}={text}: not a Python literal (expected {type(current).__name__})")
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(
+      f"--set {key}={text}: not a Python literal (expected {type(current).__name__})"
+    ) from e
   if isinstance(current, bool):
     if not isinstance(value, bool):
       raise ConfigError(f"--set {key}={text}: expected True or False")
@@ -108,7 +110,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     node[leaf] = _parse_value(text, node[leaf], key)
 
 
-def load_config(name_or_path: str | None, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+def load_config(
+  name_or_path: str | None, overrides: Iterable[str] = ()
+) -> ml_collections.ConfigDict:
   """The command-line entry point: a config file (or shipped name) plus overrides."""
   config = load_config_file(resolve_config_path(name_or_path))
   apply_overrides(config, overrides)

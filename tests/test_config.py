@@ -32,7 +32,10 @@ def test_overrides_typed_and_applied():
 @pytest.mark.parametrize(
   "override, message",
   [
-    ("model.renderer.dept=2", "unknown config key 'model.renderer.dept'; did you mean model.renderer.depth"),
+    (
+      "model.renderer.dept=2",
+      "unknown config key 'model.renderer.dept'; did you mean model.renderer.depth",
+    ),
     ("model.renderer.depth=two", "not a Python literal"),
     ("model.renderer.depth=2.5", "expected int"),
     ("train.erosion=1", "expected True or False"),
@@ -59,7 +62,8 @@ def test_missing_and_broken_config(tmp_path):
 def test_cli_reports_config_typo_without_traceback(tmp_path):
   r = subprocess.run(
     [sys.executable, "-m", "jaxtalk.cli", "msi", "x.mp4", "--set", "msi.epss=1"],
-    capture_output=True, text=True,
+    capture_output=True,
+    text=True,
   )
   assert r.returncode == 2
   assert "unknown config key 'msi.epss'; did you mean msi.eps?" in r.stderr

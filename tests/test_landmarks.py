@@ -42,8 +42,12 @@ def test_landmarks_plausible_on_every_frame(grid_clips, backend):
     # Inside the detector box (grown by 15%: the chin may sit just under a HOG box).
     w = (boxes[:, 2] - boxes[:, 0])[:, None]
     h = (boxes[:, 3] - boxes[:, 1])[:, None]
-    assert (z[..., 0] >= boxes[:, :1] - 0.15 * w).all() and (z[..., 0] <= boxes[:, 2:3] + 0.15 * w).all()
-    assert (z[..., 1] >= boxes[:, 1:2] - 0.15 * h).all() and (z[..., 1] <= boxes[:, 3:4] + 0.25 * h).all()
+    assert (z[..., 0] >= boxes[:, :1] - 0.15 * w).all() and (
+      z[..., 0] <= boxes[:, 2:3] + 0.15 * w
+    ).all()
+    assert (z[..., 1] >= boxes[:, 1:2] - 0.15 * h).all() and (
+      z[..., 1] <= boxes[:, 3:4] + 0.25 * h
+    ).all()
     mouth_y = z[:, 48:68, 1].mean(1)
     nose_y = z[:, 27:36, 1].mean(1)
     eyes_y = z[:, 36:48, 1].mean(1)
@@ -67,11 +71,18 @@ def test_subpixel_shake_of_the_video_lowers_msi(clip, track, backend):
   rng = np.random.default_rng(1)
   shifts = rng.uniform(-0.7, 0.7, size=(len(clip), 2))
   h, w = clip.shape[1:3]
-  shaken = np.stack([
-    cv2.warpAffine(f, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_LINEAR,
-                   borderMode=cv2.BORDER_REPLICATE)
-    for f, (dx, dy) in zip(clip, shifts)
-  ])
+  shaken = np.stack(
+    [
+      cv2.warpAffine(
+        f,
+        np.float32([[1, 0, dx], [0, 1, dy]]),
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+      )
+      for f, (dx, dy) in zip(clip, shifts)
+    ]
+  )
   base, shaken_msi = M.msi(track.landmarks_tn2), M.msi(track_faces(shaken, backend).landmarks_tn2)
   for k in base:
     assert shaken_msi[k] < base[k]
@@ -98,7 +109,9 @@ def test_slice_image_shape_and_content(clip, track):
   # Column t is column 128 of frame t's crop: check one frame against a direct crop.
   x0, y0, side = box
   m = np.array([[256 / side, 0, -x0 * 256 / side], [0, 256 / side, -y0 * 256 / side]])
-  crop = cv2.warpAffine(clip[10], m, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+  crop = cv2.warpAffine(
+    clip[10], m, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+  )
   np.testing.assert_array_equal(picture[:, 10], crop[:, 128])
   rows = slice_image(clip, box, size=256, y=200)
   assert rows.shape == (256, len(clip), 3)
@@ -167,7 +180,9 @@ def test_cli_user_errors(grid_clip, tmp_path):
 
   with av.open(str(audio_only), "w") as c:
     s = c.add_stream("aac", rate=16000)
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
+    frame = av.AudioFrame.from_ndarray(
+      np.zeros((1, 16000), np.float32), format="flt", layout="mono"
+    )
     frame.sample_rate = 16000
     for p in [*s.encode(frame), *s.encode()]:
       c.mux(p)

@@ -9,7 +9,9 @@ from jaxtalk.synthesis.paste import feathered_alpha, paste
 from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts, window_weights
 
 
-@pytest.mark.parametrize("n, window, overlap", [(3, 4, 2), (4, 4, 2), (10, 4, 2), (23, 12, 4), (30, 8, 0)])
+@pytest.mark.parametrize(
+  "n, window, overlap", [(3, 4, 2), (4, 4, 2), (10, 4, 2), (23, 12, 4), (30, 8, 0)]
+)
 def test_windows_cover_every_frame_and_weights_sum_to_one(n, window, overlap):
   starts = window_starts(n, window, overlap)
   assert starts[0] == 0 and starts[-1] + window >= n
@@ -39,11 +41,18 @@ def test_blend_is_continuous_at_seams():
   outs = [base[s : s + window] + o for s, o in zip(starts, offsets)]
   blended = np.array(list(blend_stream(outs, starts, n, window)))
   steps = np.abs(np.diff(blended))
-  naive = np.concatenate([o[: (starts[i + 1] - s) if i + 1 < len(starts) else None]
-                          for i, (s, o) in enumerate(zip(starts, outs))])[:n]
+  naive = np.concatenate(
+    [
+      o[: (starts[i + 1] - s) if i + 1 < len(starts) else None]
+      for i, (s, o) in enumerate(zip(starts, outs))
+    ]
+  )[:n]
   # Hard cuts jump by the offset difference; cross-fading spreads it over the overlap.
   assert steps.max() < np.abs(np.diff(naive)).max()
-  assert steps.max() <= np.abs(np.diff(base)).max() + np.abs(np.diff(offsets)).max() / (overlap + 1) + 1e-9
+  assert (
+    steps.max()
+    <= np.abs(np.diff(base)).max() + np.abs(np.diff(offsets)).max() / (overlap + 1) + 1e-9
+  )
 
 
 def test_blend_stream_emits_frames_before_the_end():

@@ -32,8 +32,14 @@ def run(args: argparse.Namespace) -> int:
   track_s = []
   for _ in range(args.repeats):
     t = time.perf_counter()
-    track_faces(frames, backend, **{k: config.track[k] for k in (
-      "roi_margin", "upsample", "hold_frames", "redetect_every", "first_frames")})
+    track_faces(
+      frames,
+      backend,
+      **{
+        k: config.track[k]
+        for k in ("roi_margin", "upsample", "hold_frames", "redetect_every", "first_frames")
+      },
+    )
     track_s.append(time.perf_counter() - t)
   with tempfile.TemporaryDirectory() as cache:
     t = time.perf_counter()

@@ -33,10 +33,17 @@ def config_and_backend(args: argparse.Namespace) -> tuple[ml_collections.ConfigD
 
 
 def track_for(
-  path: str, args: argparse.Namespace, config: ml_collections.ConfigDict, backend: str,
+  path: str,
+  args: argparse.Namespace,
+  config: ml_collections.ConfigDict,
+  backend: str,
   progress: bool = False,
 ) -> Track:
   return video_track(
-    path, backend, config.track, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+    path,
+    backend,
+    config.track,
+    cache_dir=args.cache_dir,
+    use_cache=not args.no_cache,
     progress=progress,
   )

@@ -43,8 +43,14 @@ def run(args: argparse.Namespace) -> int:
   for path in tqdm(args.videos, desc="msi", unit="video", disable=len(args.videos) < 2):
     try:
       records.append(
-        video_msi(path, config, backend, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                  progress=len(args.videos) == 1)
+        video_msi(
+          path,
+          config,
+          backend,
+          cache_dir=args.cache_dir,
+          use_cache=not args.no_cache,
+          progress=len(args.videos) == 1,
+        )
       )
     except JaxtalkError as e:
       records.append({"video": str(path), "error": str(e)})

@@ -36,7 +36,9 @@ def video_slice(path: str, args: argparse.Namespace, config, backend: str):
   size = int(config.msi.crop_size)
   x, y = args.x, args.y
   if x is None and y is None:
-    centre = mouth_centre(normalise_landmarks(track.landmarks_tn2, box, size), config.msi.crop_frames)
+    centre = mouth_centre(
+      normalise_landmarks(track.landmarks_tn2, box, size), config.msi.crop_frames
+    )
     x = int(round(centre[0]))
   try:
     return slice_image(iter_frames(path), box, size=size, x=x, y=y)

@@ -81,7 +81,10 @@ class DlibBackend:
     size = int(round((box[2] - box[0] + 2 * margin) * scale))
     m = np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale]])
     face = cv2.warpAffine(
-      np.ascontiguousarray(image_hwc), m, (size, size), flags=cv2.INTER_LINEAR,
+      np.ascontiguousarray(image_hwc),
+      m,
+      (size, size),
+      flags=cv2.INTER_LINEAR,
       borderMode=cv2.BORDER_REPLICATE,
     )
     fx0, fy0 = margin * scale, margin * scale

@@ -62,7 +62,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         break
     # Packets come in decode order (B-frames reorder them); presentation order is sorted pts.
     deltas = np.diff(np.sort(np.asarray(pts, dtype=np.float64)))
-    vfr = bool(deltas.size > 2 and np.median(deltas) > 0 and np.std(deltas) > 0.1 * np.median(deltas))
+    vfr = bool(
+      deltas.size > 2 and np.median(deltas) > 0 and np.std(deltas) > 0.1 * np.median(deltas)
+    )
     return VideoInfo(
       path=str(path),
       width=stream.codec_context.width,
@@ -152,7 +154,11 @@ def write_video(
       if frame_hwc.shape[0] != vstream.height or frame_hwc.shape[1] != vstream.width:
         frame_hwc = np.pad(
           frame_hwc,
-          ((0, vstream.height - frame_hwc.shape[0]), (0, vstream.width - frame_hwc.shape[1]), (0, 0)),
+          (
+            (0, vstream.height - frame_hwc.shape[0]),
+            (0, vstream.width - frame_hwc.shape[1]),
+            (0, 0),
+          ),
           mode="edge",
         )
       for packet in vstream.encode(av.VideoFrame.from_ndarray(frame_hwc, format="rgb24")):

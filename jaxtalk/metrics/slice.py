@@ -22,7 +22,10 @@ def crop_frame(frame_hwc: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
   scale = size / side
   m = np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale]], np.float64)
   return cv2.warpAffine(
-    frame_hwc, m, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    frame_hwc,
+    m,
+    (size, size),
+    flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
     borderMode=cv2.BORDER_REPLICATE,
   )
 
@@ -70,6 +73,8 @@ def compose(slices: Sequence[np.ndarray], labels: Sequence[str], gap: int = 8) -
   for s, label in zip(slices, labels):
     w = max(s.shape[1], 8 * len(label))
     canvas[header : header + s.shape[0], cursor : cursor + s.shape[1]] = s
-    cv2.putText(canvas, label, (cursor, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+      canvas, label, (cursor, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+    )
     cursor += w + gap
   return canvas

@@ -39,10 +39,18 @@ def paste(
   # Crop pixel u maps to frame x0 + u * scale (the inverse of the crop transform).
   m = np.array([[scale, 0.0, x0], [0.0, scale, y0]], np.float64)
   gen = cv2.warpAffine(crop_hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-  a = cv2.warpAffine(alpha_hw.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+  a = cv2.warpAffine(
+    alpha_hw.astype(np.float32),
+    m,
+    (w, h),
+    flags=cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_CONSTANT,
+    borderValue=0.0,
+  )
   out = frame_hwc.copy()
   inside = a > 0
-  blended = a[..., None] * gen.astype(np.float32) + (1 - a[..., None]) * frame_hwc.astype(np.float32)
+  blended = a[..., None] * gen.astype(np.float32) + (1 - a[..., None]) * frame_hwc.astype(
+    np.float32
+  )
   out[inside] = np.clip(np.round(blended[inside]), 0, 255).astype(np.uint8)
   return out
