@@ -16,9 +16,14 @@ from jaxtalk.errors import JaxtalkError
 
 # name -> (module, one-line help). Keep sorted by the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
+  "preprocess": ("jaxtalk.commands.preprocess", "a person's videos -> a training dataset"),
+  "dataset": ("jaxtalk.commands.dataset", "summary (info) or preview of a preprocessed dataset"),
+  "train": ("jaxtalk.commands.train", "train the renderer (stages 1, 2) or audio2expression"),
+  "plot": ("jaxtalk.commands.plot", "loss curves of a training run to a PNG"),
   "landmarks": ("jaxtalk.commands.landmarks", "68-point landmarks of a video (npz, overlay)"),
   "msi": ("jaxtalk.commands.msi", "Motion Stability Index (lip, jaw, all) of videos"),
   "slice": ("jaxtalk.commands.slice", "vertical-slice jitter picture of videos"),
+  "eval": ("jaxtalk.commands.eval", "SSIM, PSNR, NLMD, CPBD, MSI, Sync-C/D of generated videos"),
   "bench": ("jaxtalk.commands.bench", "benchmarks that print measured numbers"),
 }
 
