@@ -2,8 +2,8 @@
 
     [eroded background | smoothed shape render]  (B, T, H, W, 6)
       -> encoder           conv7x7 s1 + n_down x conv4x4 s2, each IN + leaky ReLU
-      -> audio fusion      per-frame FiLM from the frame's audio vector    (model.renderer.audio_fusion)
-      -> dependency        spatio-temporal transformer over T*p*p tokens    (model.renderer.dependency)
+      -> audio fusion      per-frame FiLM from the frame's audio    (model.renderer.audio_fusion)
+      -> dependency        transformer over all T*p*p tokens       (model.renderer.dependency)
       -> bottleneck        n_res_blocks residual blocks
       -> decoder           n_down x convT4x4 s2 + IN + leaky ReLU, conv7x7 -> 3, tanh
     frames (B, T, H, W, 3) in [-1, 1], float32

@@ -31,9 +31,11 @@ def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
   try:
-    import torch  # noqa: PLC0415 (optional dependency, only for .pth files)
+    import torch  # optional dependency, only for .pth files
   except ImportError:
-    raise WeightsError(f"{path} is a PyTorch file but torch is not installed; {CONVERT_HINT}")
+    raise WeightsError(
+      f"{path} is a PyTorch file but torch is not installed; {CONVERT_HINT}"
+    ) from None
   try:
     state = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for corrupt or non-state-dict files

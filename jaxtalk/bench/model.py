@@ -1,0 +1,182 @@
+"""Model speed and size: forward time per frame, compile time, parameters and FLOPs per module.
+
+  jaxtalk bench model [--config grid] [--sizes 128,256] [--batch 1] [--frames 8] [--dtype float32]
+
+The renderer is timed per size (B clips of T frames, compile excluded and reported apart);
+smoothing, discriminator, audio2expression and VGG19 are timed at the largest size. FLOPs are
+XLA's own count for the compiled forward (cost_analysis), so they include everything XLA runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jaxtalk.cli import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  add_config_arguments(parser)
+  parser.add_argument("--sizes", default="128,256", help="renderer image sizes, comma-separated")
+  parser.add_argument("--batch", type=int, default=1, help="clips per forward (B)")
+  parser.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
+  parser.add_argument("--dtype", default=None, help="compute dtype (default: the config's)")
+  parser.add_argument("--repeats", type=int, default=2, help="timed forwards after a warm-up")
+  parser.add_argument(
+    "--modules",
+    default="renderer,smoothing,discriminator,a2e,vgg",
+    help="which modules to measure, comma-separated",
+  )
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def _flops(compiled: Any) -> float:
+  # cost_analysis() is a dict in current JAX, a list of per-computation dicts in older ones,
+  # and may be None on some backends
+  cost = compiled.cost_analysis()
+  if cost is None:
+    return float("nan")
+  if isinstance(cost, dict):
+    cost = [cost]
+  return float(sum(c.get("flops", 0.0) for c in cost))
+
+
+def _count(tree: Any) -> int:
+  import jax
+
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _measure(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
+  """Compile (timed), one warm-up call, then the best and mean of `repeats` calls."""
+  import jax
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(max(repeats, 1)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return {
+    "compile_s": compile_s,
+    "best_s": min(times),
+    "mean_s": sum(times) / len(times),
+    "gflop": _flops(compiled) / 1e9,
+  }
+
+
+def _init(model: Any, *args: Any, **kwargs: Any) -> Any:
+  import jax
+
+  return jax.jit(lambda key: model.init(key, *args, **kwargs))(jax.random.PRNGKey(0))
+
+
+def run(args: argparse.Namespace) -> int:
+  import jax
+  import jax.numpy as jnp
+
+  from jaxtalk.config import load_config
+  from jaxtalk.models.audio2expression import a2e_from_config
+  from jaxtalk.models.discriminator import discriminator_from_config
+  from jaxtalk.models.renderer import renderer_from_config
+  from jaxtalk.models.smoothing import smoother_from_config
+  from jaxtalk.models.vgg import VGG19Features
+
+  cfg = load_config(args.config, args.overrides)
+  if args.dtype:
+    cfg.model.dtype = args.dtype
+  sizes = [int(s) for s in args.sizes.split(",") if s]
+  modules = set(args.modules.split(","))
+  b, t = args.batch, args.frames
+  w, f = cfg.data.audio_window, cfg.data.n_mels
+  n = b * t
+
+  print(f"jaxtalk bench model  {datetime.date.today()}  config={cfg.name}  dtype={cfg.model.dtype}")
+  print(
+    f"  machine: {_cpu_name()}, {os.cpu_count()} cores, {jax.device_count()} x "
+    f"{jax.devices()[0].device_kind} device; "
+    f"jax {jax.__version__}; B={b} T={t}; best of {args.repeats} after a warm-up"
+  )
+  header = f"  {'module':<26}{'size':>5}{'params':>13}{'GFLOP/fwd':>11}{'compile s':>11}"
+  header += f"{'fwd s':>9}{'ms/frame':>10}"
+  print(header)
+
+  def row(name: str, size: int | str, params: int, m: dict[str, float], frames: int) -> None:
+    print(
+      f"  {name:<26}{size!s:>5}{params:>13,}{m['gflop']:>11.2f}{m['compile_s']:>11.1f}"
+      f"{m['best_s']:>9.3f}{1000 * m['best_s'] / frames:>10.1f}"
+    )
+
+  key = jax.random.PRNGKey(0)
+  top = max(sizes)
+  if "renderer" in modules:
+    model = renderer_from_config(cfg)
+    for size in sizes:
+      frames = jax.random.uniform(key, (b, t, size, size, 3), minval=-1.0, maxval=1.0)
+      audio = jax.random.normal(key, (b, t, w, f))
+      t0 = time.perf_counter()
+      variables = jax.block_until_ready(_init(model, frames, frames, audio))
+      init_s = time.perf_counter() - t0
+      m = _measure(
+        lambda v, x, a: model.apply(v, x, x, a), (variables, frames, audio), args.repeats
+      )
+      row("renderer", size, _count(variables), m, n)
+      parts = {}
+      for name, sub in variables["params"].items():
+        group = "bottleneck" if name.startswith("res") else name
+        parts[group] = parts.get(group, 0) + _count(sub)
+      print("    params by part: " + ", ".join(f"{k} {v:,}" for k, v in parts.items()))
+      print(f"    init (compile + random parameters): {init_s:.1f} s")
+      del variables
+
+  frames = jax.random.uniform(key, (b, t, top, top, 3), minval=-1.0, maxval=1.0)
+  if "smoothing" in modules:
+    smoother = smoother_from_config(cfg)
+    expr = jax.random.normal(key, (b, t, cfg.data.expression_dim))
+    variables = _init(smoother, expr, frames)
+    m = _measure(
+      lambda v, e, s: smoother.apply(v, e, s)[0], (variables, expr, frames), args.repeats
+    )
+    row(
+      f"smoothing ({smoother.kind}, K={smoother.width})",
+      top,
+      _count(variables.get("params", {})),
+      m,
+      n,
+    )
+  if "discriminator" in modules:
+    disc = discriminator_from_config(cfg)
+    variables = _init(disc, frames)
+    m = _measure(disc.apply, (variables, frames), args.repeats)
+    row("discriminator", top, _count(variables), m, n)
+  if "a2e" in modules:
+    a2e = a2e_from_config(cfg)
+    audio = jax.random.normal(key, (b, t, w, f))
+    variables = _init(a2e, audio)
+    m = _measure(a2e.apply, (variables, audio), args.repeats)
+    row("audio2expression", "-", _count(variables), m, n)
+  if "vgg" in modules:
+    net = VGG19Features(dtype=jnp.dtype(cfg.model.dtype))
+    variables = _init(net, frames)
+    m = _measure(net.apply, (variables, frames), args.repeats)
+    row("vgg19 (to relu5_1)", top, _count(variables), m, n)
+  return 0
