@@ -33,6 +33,12 @@ def get_config() -> ml_collections.ConfigDict:
   # no face in a frame: "drop" the frame range and report it, or "fail" past the threshold.
   c.data.no_face = "drop"
   c.data.max_missing_fraction = 0.2
+  # -- added with preprocessing (jaxtalk/data/preprocess.py, docs/dataset_format.md) --
+  c.data.mel_floor = 1e-10  # log(max(mel power, floor)): -100 dB, below any recording's noise
+  c.data.silence_db = -50.0  # audio whose loudest 50 ms stays below this dBFS is an error
+  # Video past the end of the audio is dropped (reported); a gap longer than this is an error.
+  c.data.max_audio_shortfall_s = 1.0
+  c.data.min_clip_frames = 12  # shorter runs of usable frames are dropped (reported)
 
   # Landmark tracking (jaxtalk/face/track.py).
   c.track = ml_collections.ConfigDict()
@@ -117,6 +123,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep = 3
   c.train.eval_every = 1000
   c.train.val_fraction = 0.1
+  # -- added with the training loops (jaxtalk/train, docs/training.md) --
+  c.train.adam_b1 = 0.5  # pix2pix-style GAN Adam betas (the paper gives none)
+  c.train.adam_b2 = 0.999
+  c.train.gan_g_loss = "saturating"  # Eq. 7 as printed; "nonsaturating": -log D(fake)
+  c.train.erosion_per_frame = False  # morph/shift/rotate drawn per frame instead of per window
+  c.train.eval_batches = 8  # validation batches per evaluation (fixed, evenly spread windows)
+  c.train.audio_norm = True  # standardise log-mel per bin with training-clip statistics
 
   c.a2e_train = ml_collections.ConfigDict()
   c.a2e_train.seq_len = 64
@@ -124,6 +137,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.a2e_train.lr = 1e-4
   c.a2e_train.steps = 20_000
   c.a2e_train.velocity_weight = 1.0
+  c.a2e_train.adam_b1 = 0.9
+  c.a2e_train.adam_b2 = 0.999
 
   # Inference (jaxtalk/infer.py).
   c.infer = ml_collections.ConfigDict()

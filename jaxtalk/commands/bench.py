@@ -11,6 +11,7 @@ import importlib
 BENCHES: dict[str, str] = {
   "landmarks": "jaxtalk.bench.landmarks",
   "model": "jaxtalk.bench.model",
+  "preprocess": "jaxtalk.bench.preprocess",
 }
 
 
