@@ -11,6 +11,7 @@ Boxes are float arrays `(x0, y0, x1, y1)` in pixels; landmarks are `(68, 2)` flo
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import cv2
@@ -141,7 +142,10 @@ class FanBackend:
 BACKENDS = {"dlib": DlibBackend, "fan": FanBackend}
 
 
+@functools.cache
 def get_backend(name: str) -> LandmarkBackend:
+  """The named backend, built once per process: loading dlib's 100 MB predictor (or FAN's
+  weights) costs over a second, which would dominate on short clips."""
   if name not in BACKENDS:
     raise JaxtalkError(f"unknown landmark backend {name!r}; choose from {', '.join(BACKENDS)}")
   return BACKENDS[name]()
