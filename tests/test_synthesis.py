@@ -86,12 +86,33 @@ def test_paste_leaves_everything_outside_the_feathered_mask_untouched():
   assert alpha.max() == pytest.approx(1.0) and alpha[0, 0] == 0
   box = np.array([40.0, 20.0, 96.0])
   out = paste(frame, crop, alpha, box)
-  # Map alpha into the frame independently: crop pixel u -> frame x0 + u * side/size.
+  # Map alpha into the frame independently: frame x -> crop u = (x - x0 + 0.5) / scale - 0.5.
   ys, xs = np.mgrid[0:120, 0:160]
-  u = (xs - box[0]) / (box[2] / 64)
-  v = (ys - box[1]) / (box[2] / 64)
+  u = (xs - box[0] + 0.5) / (box[2] / 64) - 0.5
+  v = (ys - box[1] + 0.5) / (box[2] / 64) - 0.5
   far = (u < 20 - 3 - 2) | (u > 44 + 3 + 2) | (v < 30 - 3 - 2) | (v > 50 + 3 + 2)
   np.testing.assert_array_equal(out[far], frame[far])
   # Deep inside the region the generated pixels win.
   cy, cx = int(box[1] + 40 * 1.5), int(box[0] + 32 * 1.5)
   assert np.abs(out[cy, cx].astype(int) - frame[cy, cx].astype(int)).sum() > 0
+
+
+def test_paste_inverts_the_crop():
+  from jaxtalk.face.crop import CropBox, crop_frame
+
+  rng = np.random.default_rng(3)
+  frame = cv2_smooth(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+  box = CropBox(30, 10, 96)
+  crop = crop_frame(frame, box, 64)
+  out = paste(np.zeros_like(frame), crop, np.ones((64, 64), np.float32), np.array([30, 10, 96]))
+  inner = (slice(10 + 4, 10 + 96 - 4), slice(30 + 4, 30 + 96 - 4))
+  # Down- then up-sampling a smooth image: the pasted crop lands where it was cut from.
+  err = np.abs(out[inner].astype(float) - frame[inner].astype(float)).mean()
+  shifted = np.abs(out[inner].astype(float) - np.roll(frame, 1, axis=1)[inner].astype(float)).mean()
+  assert err < 3.0 and err < shifted
+
+
+def cv2_smooth(image):
+  import cv2
+
+  return cv2.GaussianBlur(image, (0, 0), 4)

@@ -31,13 +31,15 @@ def feathered_alpha(region_hw: np.ndarray, grow: int, blur: int) -> np.ndarray:
 def paste(
   frame_hwc: np.ndarray, crop_hwc: np.ndarray, alpha_hw: np.ndarray, box: np.ndarray
 ) -> np.ndarray:
-  """The frame with `crop` (a square crop of side `box[2]` at `box[:2]`) blended in by `alpha`."""
+  """The frame with `crop` blended in by `alpha`; `box` = (x0, y0, side) as in `CropBox`."""
   h, w = frame_hwc.shape[:2]
   size = crop_hwc.shape[0]
   x0, y0, side = (float(v) for v in box)
   scale = side / size
-  # Crop pixel u maps to frame x0 + u * scale (the inverse of the crop transform).
-  m = np.array([[scale, 0.0, x0], [0.0, scale, y0]], np.float64)
+  # The inverse of `jaxtalk.face.crop.crop_frame` (a resize of source pixels x0 .. x0+side-1):
+  # crop pixel u's centre is frame x = x0 + (u + 0.5) * scale - 0.5.
+  shift = 0.5 * (scale - 1.0)
+  m = np.array([[scale, 0.0, x0 + shift], [0.0, scale, y0 + shift]], np.float64)
   gen = cv2.warpAffine(crop_hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
   a = cv2.warpAffine(
     alpha_hw.astype(np.float32),
