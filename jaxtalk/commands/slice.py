@@ -9,14 +9,9 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-import cv2
-
-from jaxtalk.commands.common import add_landmark_arguments, config_and_backend, track_for
-from jaxtalk.errors import JaxtalkError
-from jaxtalk.face.cache import require_all_frames
-from jaxtalk.io.video import iter_frames
-from jaxtalk.metrics.msi import msi_crop_box, normalise_landmarks
-from jaxtalk.metrics.slice import compose, mouth_centre, slice_image
+from jaxtalk.commands.common import add_landmark_arguments, config_and_backend
+from jaxtalk.metrics.slice import save_png
+from jaxtalk.metrics.video_slice import slice_picture
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,33 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_landmark_arguments(parser)
 
 
-def video_slice(path: str, args: argparse.Namespace, config, backend: str):
-  track = track_for(path, args, config, backend)
-  require_all_frames(track, path)
-  box = msi_crop_box(track.landmarks_tn2, config.msi.crop_frames, config.msi.mouth_ratio)
-  size = int(config.msi.crop_size)
-  x, y = args.x, args.y
-  if x is None and y is None:
-    centre = mouth_centre(
-      normalise_landmarks(track.landmarks_tn2, box, size), config.msi.crop_frames
-    )
-    x = int(round(centre[0]))
-  try:
-    return slice_image(iter_frames(path), box, size=size, x=x, y=y)
-  except ValueError as e:
-    raise JaxtalkError(f"{path}: {e}") from e
-
-
 def run(args: argparse.Namespace) -> int:
   config, backend = config_and_backend(args)
   labels = args.labels or [pathlib.Path(v).name for v in args.videos]
-  if len(labels) != len(args.videos):
-    raise JaxtalkError(f"{len(labels)} labels for {len(args.videos)} videos")
-  slices = [video_slice(v, args, config, backend) for v in args.videos]
-  picture = compose(slices, labels)
-  out = pathlib.Path(args.output)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  if not cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-    raise JaxtalkError(f"could not write {out} (use a .png or .jpg name)")
-  print(f"slice of {len(slices)} video(s) ({slices[0].shape[0]} x frames) -> {out}")
+  picture = slice_picture(
+    args.videos, labels, config, backend, x=args.x, y=args.y, cache_dir=args.cache_dir,
+    use_cache=not args.no_cache,
+  )  # fmt: skip
+  save_png(args.output, picture)
+  print(f"slice of {len(args.videos)} video(s) ({picture.shape[0]}-pixel crop) -> {args.output}")
   return 0

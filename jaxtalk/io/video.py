@@ -121,6 +121,80 @@ def read_frames(path: str | os.PathLike, fps: float | None = None) -> np.ndarray
   return np.stack(frames)
 
 
+class VideoWriter:
+  """An H.264 mp4 written frame by frame (AAC audio, mono float in [-1, 1], when given).
+
+  Use as a context manager; the audio track is written when the writer closes.
+  """
+
+  def __init__(
+    self,
+    path: str | os.PathLike,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
+    crf: int = 18,
+  ) -> None:
+    if audio is not None and sample_rate is None:
+      raise ValueError("sample_rate is required with audio")
+    self.path = pathlib.Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._rate = fractions.Fraction(fps).limit_denominator(1001)
+    self._audio, self._sample_rate, self._crf = audio, sample_rate, crf
+    self._container = av.open(str(self.path), mode="w")
+    self._vstream = None
+    self._astream = None
+    if audio is not None:
+      self._astream = self._container.add_stream("aac", rate=int(sample_rate))
+      self._astream.layout = "mono"
+    self.frames = 0
+
+  def write(self, frame_hwc: np.ndarray) -> None:
+    frame_hwc = np.ascontiguousarray(frame_hwc, dtype=np.uint8)
+    vs = self._vstream
+    if vs is None:
+      h, w = frame_hwc.shape[:2]
+      vs = self._vstream = self._container.add_stream("libx264", rate=self._rate)
+      # yuv420p needs even sizes; pad by one pixel rather than resample.
+      vs.width, vs.height = w + w % 2, h + h % 2
+      vs.pix_fmt = "yuv420p"
+      vs.options = {"crf": str(self._crf), "preset": "medium"}
+    if frame_hwc.shape[0] != vs.height or frame_hwc.shape[1] != vs.width:
+      pad = ((0, vs.height - frame_hwc.shape[0]), (0, vs.width - frame_hwc.shape[1]), (0, 0))
+      frame_hwc = np.pad(frame_hwc, pad, mode="edge")
+    for packet in vs.encode(av.VideoFrame.from_ndarray(frame_hwc, format="rgb24")):
+      self._container.mux(packet)
+    self.frames += 1
+
+  def close(self) -> None:
+    if self._container is None:
+      return
+    try:
+      if self._vstream is None:
+        raise ValueError("the video got no frames")
+      for packet in self._vstream.encode():
+        self._container.mux(packet)
+      if self._astream is not None:
+        samples = np.clip(np.asarray(self._audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = int(self._sample_rate)
+        # An explicit pts makes the encoder's priming delay negative pts, which the mp4 muxer
+        # records as an edit list: decoders then drop it and the track starts at sample 0.
+        frame.pts = 0
+        frame.time_base = fractions.Fraction(1, int(self._sample_rate))
+        for packet in [*self._astream.encode(frame), *self._astream.encode()]:
+          self._container.mux(packet)
+    finally:
+      self._container.close()
+      self._container = None
+
+  def __enter__(self) -> VideoWriter:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
 def write_video(
   path: str | os.PathLike,
   frames_thwc: Iterable[np.ndarray],
@@ -129,55 +203,8 @@ def write_video(
   sample_rate: int | None = None,
   crf: int = 18,
 ) -> int:
-  """Writes H.264 mp4 (AAC audio when given, mono float in [-1, 1]); returns frames written."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  rate = fractions.Fraction(fps).limit_denominator(1001)
-  n = 0
-  with av.open(str(path), mode="w") as container:
-    vstream = None
-    astream = None
-    if audio is not None:
-      if sample_rate is None:
-        raise ValueError("sample_rate is required with audio")
-      astream = container.add_stream("aac", rate=int(sample_rate))
-      astream.layout = "mono"
+  """Writes H.264 mp4 (AAC audio, mono float in [-1, 1], when given); returns frames written."""
+  with VideoWriter(path, fps, audio, sample_rate, crf) as writer:
     for frame_hwc in frames_thwc:
-      frame_hwc = np.ascontiguousarray(frame_hwc, dtype=np.uint8)
-      if vstream is None:
-        h, w = frame_hwc.shape[:2]
-        vstream = container.add_stream("libx264", rate=rate)
-        # yuv420p needs even sizes; pad by one pixel rather than resample.
-        vstream.width, vstream.height = w + w % 2, h + h % 2
-        vstream.pix_fmt = "yuv420p"
-        vstream.options = {"crf": str(crf), "preset": "medium"}
-      if frame_hwc.shape[0] != vstream.height or frame_hwc.shape[1] != vstream.width:
-        frame_hwc = np.pad(
-          frame_hwc,
-          (
-            (0, vstream.height - frame_hwc.shape[0]),
-            (0, vstream.width - frame_hwc.shape[1]),
-            (0, 0),
-          ),
-          mode="edge",
-        )
-      for packet in vstream.encode(av.VideoFrame.from_ndarray(frame_hwc, format="rgb24")):
-        container.mux(packet)
-      n += 1
-    if vstream is None:
-      raise ValueError("write_video got no frames")
-    for packet in vstream.encode():
-      container.mux(packet)
-    if astream is not None:
-      samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
-      frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-      frame.sample_rate = int(sample_rate)
-      # An explicit pts makes the encoder's priming delay negative pts, which the mp4 muxer
-      # records as an edit list: decoders then drop it and the track starts at sample 0.
-      frame.pts = 0
-      frame.time_base = fractions.Fraction(1, int(sample_rate))
-      for packet in astream.encode(frame):
-        container.mux(packet)
-      for packet in astream.encode():
-        container.mux(packet)
-  return n
+      writer.write(frame_hwc)
+  return writer.frames

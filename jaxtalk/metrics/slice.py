@@ -78,3 +78,15 @@ def compose(slices: Sequence[np.ndarray], labels: Sequence[str], gap: int = 8) -
     )
     cursor += w + gap
   return canvas
+
+
+def save_png(path, picture_hwc: np.ndarray) -> None:
+  """Writes an RGB picture (PNG or JPEG by the file name); a clear error if it cannot."""
+  import pathlib
+
+  from jaxtalk.errors import JaxtalkError
+
+  out = pathlib.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  if not cv2.imwrite(str(out), cv2.cvtColor(picture_hwc, cv2.COLOR_RGB2BGR)):
+    raise JaxtalkError(f"could not write {out} (use a .png or .jpg name)")

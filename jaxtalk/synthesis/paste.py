@@ -28,27 +28,32 @@ def feathered_alpha(region_hw: np.ndarray, grow: int, blur: int) -> np.ndarray:
   return np.clip(alpha, 0.0, 1.0)
 
 
+def crop_to_frame(box: np.ndarray, size: int) -> np.ndarray:
+  """The 2x3 affine map from crop pixels to frame pixels, the inverse of
+  `jaxtalk.face.crop.crop_frame` (a resize of source pixels x0 .. x0+side-1): crop pixel u's
+  centre is frame x = x0 + (u + 0.5) * scale - 0.5."""
+  x0, y0, side = (float(v) for v in box)
+  scale = side / size
+  shift = 0.5 * (scale - 1.0)
+  return np.array([[scale, 0.0, x0 + shift], [0.0, scale, y0 + shift]], np.float64)
+
+
+def frame_alpha(alpha_ss: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+  """The crop's alpha in frame pixels (0 outside the crop)."""
+  h, w = frame_hw
+  m = crop_to_frame(box, alpha_ss.shape[0])
+  return cv2.warpAffine(alpha_ss.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # fmt: skip
+
+
 def paste(
   frame_hwc: np.ndarray, crop_hwc: np.ndarray, alpha_hw: np.ndarray, box: np.ndarray
 ) -> np.ndarray:
   """The frame with `crop` blended in by `alpha`; `box` = (x0, y0, side) as in `CropBox`."""
   h, w = frame_hwc.shape[:2]
-  size = crop_hwc.shape[0]
-  x0, y0, side = (float(v) for v in box)
-  scale = side / size
-  # The inverse of `jaxtalk.face.crop.crop_frame` (a resize of source pixels x0 .. x0+side-1):
-  # crop pixel u's centre is frame x = x0 + (u + 0.5) * scale - 0.5.
-  shift = 0.5 * (scale - 1.0)
-  m = np.array([[scale, 0.0, x0 + shift], [0.0, scale, y0 + shift]], np.float64)
+  m = crop_to_frame(box, crop_hwc.shape[0])
   gen = cv2.warpAffine(crop_hwc, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-  a = cv2.warpAffine(
-    alpha_hw.astype(np.float32),
-    m,
-    (w, h),
-    flags=cv2.INTER_LINEAR,
-    borderMode=cv2.BORDER_CONSTANT,
-    borderValue=0.0,
-  )
+  a = frame_alpha(alpha_hw, box, (h, w))
   out = frame_hwc.copy()
   inside = a > 0
   blended = a[..., None] * gen.astype(np.float32) + (1 - a[..., None]) * frame_hwc.astype(
