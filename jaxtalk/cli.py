@@ -20,10 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
   "dataset": ("jaxtalk.commands.dataset", "summary (info) or preview of a preprocessed dataset"),
   "train": ("jaxtalk.commands.train", "train the renderer (stages 1, 2) or audio2expression"),
   "plot": ("jaxtalk.commands.plot", "loss curves of a training run to a PNG"),
+  "infer": ("jaxtalk.commands.infer", "talking-face videos from audio + a background video"),
   "landmarks": ("jaxtalk.commands.landmarks", "68-point landmarks of a video (npz, overlay)"),
   "msi": ("jaxtalk.commands.msi", "Motion Stability Index (lip, jaw, all) of videos"),
   "slice": ("jaxtalk.commands.slice", "vertical-slice jitter picture of videos"),
   "eval": ("jaxtalk.commands.eval", "SSIM, PSNR, NLMD, CPBD, MSI, Sync-C/D of generated videos"),
+  "ablate": ("jaxtalk.commands.ablate", "train and evaluate the Table V ablation variants"),
+  "demo": ("jaxtalk.commands.demo", "the whole pipeline on one clip: train, re-synthesise, evaluate"),
   "bench": ("jaxtalk.commands.bench", "benchmarks that print measured numbers"),
 }
 

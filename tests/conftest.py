@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
-# Tests must not depend on (or fill) the user's landmark cache.
-os.environ.setdefault("JAXTALK_CACHE", str(pathlib.Path(__file__).parent / ".cache-unused"))
+# Tests must neither depend on nor fill the user's landmark cache: one fresh cache per run (set at
+# import, so module-scoped fixtures and CLI subprocesses see it too).
+os.environ["JAXTALK_CACHE"] = tempfile.mkdtemp(prefix="jaxtalk-test-cache-")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GRID_DIR = REPO.parent / "shared" / "data" / "real" / "grid"
@@ -30,8 +32,3 @@ def grid_clips(grid_dir: pathlib.Path) -> list[pathlib.Path]:
 @pytest.fixture(scope="session")
 def grid_clip(grid_clips: list[pathlib.Path]) -> pathlib.Path:
   return grid_clips[0]
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("JAXTALK_CACHE", str(tmp_path_factory.getbasetemp() / "jaxtalk-cache"))

@@ -9,9 +9,11 @@ import argparse
 import importlib
 
 BENCHES: dict[str, str] = {
+  "infer": "jaxtalk.bench.infer",
   "landmarks": "jaxtalk.bench.landmarks",
   "model": "jaxtalk.bench.model",
   "preprocess": "jaxtalk.bench.preprocess",
+  "train": "jaxtalk.bench.train",
 }
 
 

@@ -35,14 +35,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import grain
 import numpy as np
 
-from jaxtalk.errors import JaxtalkError
+from jaxtalk.data.dataset import CLIPS_DIR, Dataset, DatasetError, open_dataset
 
 RENDERER_KEYS = ("frames", "shape", "mask", "mask_points", "expression", "audio")
 A2E_KEYS = ("audio", "expression")
-
-
-class DatasetError(JaxtalkError):
-  """A dataset folder that cannot be trained on (missing, empty, clips too short)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,74 +52,35 @@ class ClipInfo:
   num_frames: int
 
 
-def list_clips(root: str | pathlib.Path) -> list[ClipInfo]:
-  """The finished clips of a dataset folder, sorted by name (a `.partial` folder is never one)."""
-  root = pathlib.Path(root)
-  try:
-    from jaxtalk.data.dataset import open_dataset  # noqa: PLC0415 (the preprocessing's reader)
-  except ImportError:
-    open_dataset = None
-  if open_dataset is not None:
-    try:
-      ds = open_dataset(root)
-    except JaxtalkError as e:
-      raise DatasetError(str(e)) from e
-    clips = [ClipInfo(c.name, pathlib.Path(c.path), int(c.num_frames)) for c in ds.clips]
-    return sorted(clips, key=lambda c: c.name)
-  return _list_clips_direct(root)
+def open_data(root: str | pathlib.Path) -> Dataset:
+  """The dataset (jaxtalk.data.dataset.open_dataset; its errors are JaxtalkErrors)."""
+  return open_dataset(root)
 
 
-def _list_clips_direct(root: pathlib.Path) -> list[ClipInfo]:
-  # Reads the folder per the contract in docs/dataset_format.md (clips/<name>/frames.npy ...).
-  if not root.is_dir():
-    raise DatasetError(f"dataset folder not found: {root}")
-  clip_dir = root / "clips"
-  if not clip_dir.is_dir():
-    raise DatasetError(f"{root} is not a jaxtalk dataset (no clips/ folder); run jaxtalk preprocess")
-  clips = []
-  for d in sorted(clip_dir.iterdir()):
-    if not d.is_dir() or d.name.endswith(".partial"):
-      continue
-    frames = d / "frames.npy"
-    if not frames.is_file():
-      continue
-    n = int(np.load(frames, mmap_mode="r").shape[0])
-    clips.append(ClipInfo(d.name, d, n))
-  return clips
+def list_clips(root: str | pathlib.Path | Dataset) -> list[ClipInfo]:
+  """The finished clips of a dataset, sorted by name."""
+  ds = root if isinstance(root, Dataset) else open_data(root)
+  return [ClipInfo(n, ds.path / CLIPS_DIR / n, ds.num_frames(n)) for n in sorted(ds.clip_names)]
 
 
-def open_clip_arrays(clip_path: pathlib.Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
-  """Memory-maps the named arrays of one clip (nothing is read until sliced)."""
-  out = {}
-  for k in keys:
-    f = clip_path / f"{k}.npy"
-    if not f.is_file():
-      raise DatasetError(f"clip {clip_path.name}: {f.name} is missing")
-    out[k] = np.load(f, mmap_mode="r")
-  return out
+def audio_stats(ds: Dataset, clip_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  """Per-mel-bin mean and std of the given clips' whole log-mel (`mel`).
 
-
-def audio_stats(root: str | pathlib.Path, clips: Sequence[ClipInfo]) -> tuple[np.ndarray, np.ndarray]:
-  """Per-mel-bin mean and std over the given clips' log-mel (mel.npy, else audio.npy windows).
-
-  The audio encoders expect standardised inputs; these statistics are computed once from the
-  training clips, stored in the checkpoint (`meta.json`) and applied on device.
+  The audio encoders expect standardised inputs and the dataset stores raw log-mel; these
+  statistics, from the training clips only, live in the train state (`data_stats`) and are
+  applied on device, so a checkpoint carries what inference needs to feed the model.
   """
-  total = None
-  total_sq = None
+  total = total_sq = None
   count = 0
-  for c in clips:
-    f = c.path / "mel.npy"
-    if not f.is_file():
-      f = c.path / "audio.npy"
-    a = np.load(f, mmap_mode="r")
+  for name in clip_names:
+    clip = ds.clip(name)
+    a = clip["mel"] if "mel" in clip else clip["audio"]
     x = np.asarray(a, np.float64).reshape(-1, a.shape[-1])
-    s, sq = x.sum(0), (x * x).sum(0)
-    total = s if total is None else total + s
-    total_sq = sq if total_sq is None else total_sq + sq
+    total = x.sum(0) if total is None else total + x.sum(0)
+    total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
     count += x.shape[0]
   if not count:
-    raise DatasetError(f"{root}: no audio to compute feature statistics from")
+    raise DatasetError(f"{ds.path}: no audio to compute feature statistics from")
   mean = total / count
   std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
   return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
@@ -172,13 +129,19 @@ def split_segments(
   c = usable[0]
   n_val = max(seq_len, math.ceil(val_fraction * c.num_frames))
   if c.num_frames - n_val < seq_len:
-    return [Segment(c.name, 0, c.num_frames)], [], (
-      f"one clip of {c.num_frames} frames: too short to hold out a validation tail of "
-      f"{n_val} frames; no validation"
+    return (
+      [Segment(c.name, 0, c.num_frames)],
+      [],
+      (
+        f"one clip of {c.num_frames} frames: too short to hold out a validation tail of "
+        f"{n_val} frames; no validation"
+      ),
     )
   cut = c.num_frames - n_val
-  return [Segment(c.name, 0, cut)], [Segment(c.name, cut, c.num_frames)], (
-    f"one clip: its last {n_val} frames held out for validation"
+  return (
+    [Segment(c.name, 0, cut)],
+    [Segment(c.name, cut, c.num_frames)],
+    (f"one clip: its last {n_val} frames held out for validation"),
   )
 
 
@@ -190,35 +153,32 @@ class WindowSource:
   """Random-access source of windows: element i is the i-th (segment, start) pair.
 
   Windows start every `stride` frames and end inside their segment, so none crosses a clip
-  boundary (or the train/validation cut). Memmaps are opened lazily per process, so the source
-  pickles cheaply into Grain worker processes (which then share the page cache).
+  boundary (or the train/validation cut). The Dataset opens memmaps lazily per process and
+  pickles without them, so the source goes cheaply to Grain worker processes (which then share
+  the page cache).
   """
 
   def __init__(
     self,
-    root: str | pathlib.Path,
+    data: str | pathlib.Path | Dataset,
     segments: Sequence[Segment],
     seq_len: int,
     keys: Sequence[str] = RENDERER_KEYS,
     stride: int = 1,
   ):
-    self.root = pathlib.Path(root)
+    self.data = data if isinstance(data, Dataset) else open_data(data)
     self.segments = list(segments)
     self.seq_len = int(seq_len)
     self.keys = tuple(keys)
     self.stride = int(stride)
     counts = [max(0, (s.length - self.seq_len) // self.stride + 1) for s in self.segments]
     self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    self._clip_paths = {c.name: c.path for c in list_clips(self.root)}
-    missing = {s.clip for s in self.segments} - set(self._clip_paths)
+    missing = {s.clip for s in self.segments} - set(self.data.clip_names)
     if missing:
-      raise DatasetError(f"clips not in {self.root}: {sorted(missing)}")
-    self._arrays: dict[str, dict[str, np.ndarray]] = {}
-
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state["_arrays"] = {}
-    return state
+      raise DatasetError(f"clips not in {self.data.path}: {sorted(missing)}")
+    for s in self.segments:
+      if s.stop > self.data.num_frames(s.clip) or s.start < 0:
+        raise DatasetError(f"segment {s} outside clip {s.clip}")
 
   def __len__(self) -> int:
     return int(self._offsets[-1])
@@ -231,20 +191,16 @@ class WindowSource:
     s = self.segments[seg]
     return s.clip, s.start + (index - int(self._offsets[seg])) * self.stride
 
-  def _clip(self, name: str) -> dict[str, np.ndarray]:
-    arrays = self._arrays.get(name)
-    if arrays is None:
-      arrays = self._arrays[name] = open_clip_arrays(self._clip_paths[name], self.keys)
-    return arrays
-
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    clip, start = self.locate(int(index))
-    arrays = self._clip(clip)
+    name, start = self.locate(int(index))
+    clip = self.data.clip(name)  # memmaps opened once per process (the Dataset pickles without)
     # np.array copies the slice out of the page cache: the only host work per window
-    return {k: np.array(a[start : start + self.seq_len]) for k, a in arrays.items()}
+    return {k: np.array(clip[k][start : start + self.seq_len]) for k in self.keys}
 
   def __repr__(self) -> str:
-    return f"WindowSource({self.root.name}, {len(self.segments)} segments, {len(self)} windows)"
+    return (
+      f"WindowSource({self.data.path.name}, {len(self.segments)} segments, {len(self)} windows)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,8 +245,20 @@ def train_dataset(
     grain.ReadOptions(num_threads=max(1, read_threads), prefetch_buffer_size=max(1, prefetch))
   )
   if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
+    _absl_flags_ready()
+    it = it.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch)
+    )
   return it
+
+
+def _absl_flags_ready() -> None:
+  # Grain's worker processes read absl flags (profiling switches); outside an absl app nothing
+  # parses them, so mark them parsed (at their defaults), as Grain's own tests do.
+  from absl import flags  # noqa: PLC0415
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def eval_batches(
@@ -323,9 +291,7 @@ def iterator_state(it: grain.DatasetIterator) -> dict:
   return json.loads(json.dumps(it.get_state()))
 
 
-def window_index_stream(
-  n_windows: int, *, seed: int, batch_size: int
-) -> Iterator[np.ndarray]:
+def window_index_stream(n_windows: int, *, seed: int, batch_size: int) -> Iterator[np.ndarray]:
   """The window indices a seeded train_dataset visits, batch by batch (for tests and tools)."""
   ds = grain.MapDataset.source(list(range(n_windows))).shuffle(seed=seed).repeat(None)
   ds = ds.batch(batch_size, drop_remainder=True)

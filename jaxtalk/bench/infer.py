@@ -1,0 +1,130 @@
+"""End-to-end inference speed (frames/s with and without compile) and peak memory vs audio length.
+
+Models are freshly initialised (speed does not depend on the weights); the face model is learned
+from the benchmark clip. Each measurement runs in a fresh process so peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("video", help="background clip with a face, e.g. a GRID .mpg")
+  parser.add_argument("--configs", nargs="+", default=["tiny", "grid"])
+  parser.add_argument("--seconds", nargs="+", type=float, default=[10.0, 60.0],
+                      help="audio lengths for the memory comparison (tiny config)")  # fmt: skip
+  parser.add_argument("--speed-seconds", type=float, default=4.0,
+                      help="audio length for the frames/s figures")  # fmt: skip
+  parser.add_argument("--set", dest="overrides", action="append", default=[])
+  parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+
+
+def _models(video: str, config: str, overrides: list[str]):
+  import jax
+  import numpy as np
+
+  from jaxtalk import infer
+  from jaxtalk.config import load_config
+  from jaxtalk.face.cache import video_track
+  from jaxtalk.face.crop import stable_crop_box, to_crop_coords
+  from jaxtalk.face.landmark3d import learn_face_model
+  from jaxtalk.train import state as state_lib
+
+  cfg = load_config(config, overrides)
+  size = cfg.data.image_size
+  track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps)
+  box = stable_crop_box(track.boxes_t4, track.found_t, cfg.data.crop_scale)
+  lms = to_crop_coords(track.landmarks_tn2, box, size)
+  face_model = learn_face_model([lms], size, cfg.data.expression_dim)
+  init_key, run_key = state_lib.make_keys(cfg.seed)
+  stats = state_lib.default_data_stats(cfg.data.n_mels)
+  rm = state_lib.renderer_models(cfg)
+  r_state = state_lib.init_renderer_state(
+    init_key, run_key, stats, models=rm, g_tx=state_lib.generator_tx(cfg),
+    d_tx=state_lib.discriminator_tx(cfg), seq_len=cfg.train.seq_len, image_size=size,
+    expression_dim=cfg.data.expression_dim, audio_window=cfg.data.audio_window,
+    n_mels=cfg.data.n_mels,
+  )  # fmt: skip
+  a_state = state_lib.init_a2e_state(
+    init_key, run_key, stats, model=state_lib.a2e_model(cfg), tx=state_lib.a2e_tx(cfg),
+    seq_len=cfg.a2e_train.seq_len, audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
+  )  # fmt: skip
+  jax.block_until_ready((r_state, a_state))
+  del np
+  return infer.Models(cfg, face_model, r_state, a_state, None)
+
+
+def _audio(video: str, seconds: float, sample_rate: int):
+  import numpy as np
+
+  from jaxtalk.io.audio import read_audio
+
+  clip = read_audio(video, sample_rate)
+  n = int(seconds * sample_rate)
+  return np.resize(clip, n)  # the clip repeated: speech all along
+
+
+def _worker(args: argparse.Namespace) -> dict:
+  import os
+  import tempfile
+
+  from jaxtalk import infer
+
+  job = json.loads(args.worker)
+  models = _models(args.video, job["config"], args.overrides)
+  background = infer.prepare_background(args.video, models, say=lambda s: None)
+  sr = models.config.data.sample_rate
+  out = {"config": job["config"], "seconds": job["seconds"], "size": models.config.data.image_size}
+  with tempfile.TemporaryDirectory() as tmp:
+    import soundfile
+
+    wav = os.path.join(tmp, "a.wav")
+    soundfile.write(wav, _audio(args.video, job["seconds"], sr), sr)
+    generate = infer.make_generate(models)
+    times = []
+    for _ in range(2 if job["speed"] else 1):
+      t = time.perf_counter()
+      r = infer.synthesize(models, background, wav, os.path.join(tmp, "o.mp4"),
+                           generate=generate, progress=False)  # fmt: skip
+      times.append(time.perf_counter() - t)
+  out["frames"] = r.frames
+  out["fps_with_compile"] = r.frames / times[0]
+  if job["speed"]:
+    out["fps_compiled"] = r.frames / times[1]
+  out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return out
+
+
+def _spawn(args: argparse.Namespace, job: dict) -> dict:
+  cmd = [sys.executable, "-m", "jaxtalk.cli", "bench", "infer", args.video, "--worker",
+         json.dumps(job), *sum((["--set", o] for o in args.overrides), [])]  # fmt: skip
+  r = subprocess.run(cmd, capture_output=True, text=True)
+  if r.returncode != 0:
+    raise RuntimeError(f"benchmark worker failed:\n{r.stderr[-3000:]}")
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+  if args.worker:
+    print(json.dumps(_worker(args)))
+    return 0
+  print(f"machine: {platform.processor() or platform.machine()}; clip {args.video}")
+  print("speed (fresh models; frames/s of the whole pipeline: audio -> mp4):")
+  for config in args.configs:
+    r = _spawn(args, {"config": config, "seconds": args.speed_seconds, "speed": True})
+    print(
+      f"  {config:5s} {r['size']}x{r['size']}: {r['frames']} frames,"
+      f" {r['fps_with_compile']:.2f} frames/s incl. compile, {r['fps_compiled']:.2f} compiled"
+    )
+  print("peak memory vs audio length (tiny config):")
+  for seconds in args.seconds:
+    r = _spawn(args, {"config": "tiny", "seconds": seconds, "speed": False})
+    print(f"  {seconds:5.0f} s audio ({r['frames']} frames): peak RSS {r['peak_rss_mb']:.0f} MB")
+  return 0

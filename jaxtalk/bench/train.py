@@ -1,0 +1,188 @@
+"""Training speed: one renderer train step (G + D update, augmented erosion included) and the
+host input pipeline.
+
+  jaxtalk bench train [--sizes tiny,128,256] [--batch 1] [--frames 8] [--steps 3] [--stage 1]
+                      [--vgg] [--pipeline-batch 8] [--pipeline-frames 12] [--workers 0,2]
+
+`tiny` is configs/tiny.py as it is (64x64, its own batch and frames); the other sizes use the
+paper-scale model of --config (default grid) at that crop with B=--batch, T=--frames. Each is
+timed over --steps steps after one compiling step (compile reported apart), on a synthetic
+dataset of the right shapes written to a temporary folder. --vgg adds the perceptual term with
+random VGG19 weights (same cost as real ones). The pipeline is timed in windows/s: batches of
+--pipeline-batch windows of --pipeline-frames frames at the largest size, in-process and with
+each --workers count (worker processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import tempfile
+import time
+
+from jaxtalk.cli import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  add_config_arguments(parser)
+  parser.add_argument("--sizes", default="tiny,128,256", help="tiny and/or crop sizes")
+  parser.add_argument("--batch", type=int, default=1, help="clips per step (B) at 128/256")
+  parser.add_argument("--frames", type=int, default=8, help="frames per clip (T) at 128/256")
+  parser.add_argument("--steps", type=int, default=3, help="timed steps after the compiling one")
+  parser.add_argument(
+    "--stage", type=int, default=1, choices=(1, 2), help="1: renderer; 2: +smoothing"
+  )
+  parser.add_argument("--vgg", action="store_true", help="include the VGG19 perceptual term")
+  parser.add_argument("--pipeline-batch", type=int, default=8)
+  parser.add_argument("--pipeline-frames", type=int, default=12)
+  parser.add_argument("--pipeline-batches", type=int, default=30, help="batches timed")
+  parser.add_argument("--workers", default="0,2", help="pipeline worker counts to time")
+  parser.add_argument("--no-pipeline", dest="pipeline", action="store_false")
+  parser.add_argument("--no-step", dest="step", action="store_false")
+
+
+def _cpu() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown CPU"
+
+
+def _config(args: argparse.Namespace, size: str):
+  from jaxtalk.config import load_config  # noqa: PLC0415
+
+  if size == "tiny":
+    return load_config("tiny", args.overrides)
+  cfg = load_config(args.config, args.overrides)
+  cfg.data.image_size = int(size)
+  cfg.train.batch_size = args.batch
+  cfg.train.seq_len = args.frames
+  return cfg
+
+
+def _vgg_params():
+  import numpy as np  # noqa: PLC0415
+
+  from jaxtalk.models.vgg import convert_torchvision_vgg19, torchvision_vgg19_shapes  # noqa: PLC0415
+
+  rng = np.random.default_rng(0)
+  sd = {k: rng.normal(0, 0.01, s).astype(np.float32) for k, s in torchvision_vgg19_shapes().items()}
+  return convert_torchvision_vgg19(sd)
+
+
+def time_step(cfg, data_dir: str, steps: int, stage: int, vgg: bool) -> dict:
+
+  from jaxtalk.data import pipeline as P  # noqa: PLC0415
+  from jaxtalk.train import state as S  # noqa: PLC0415
+  from jaxtalk.train import step as St  # noqa: PLC0415
+  from jaxtalk.train.parallel import Runner, fetch, replicate_frozen  # noqa: PLC0415
+
+  t = cfg.train
+  ds = P.open_data(data_dir)
+  segs, _, _ = P.split_segments(P.list_clips(ds), 0.0, t.seq_len)
+  it = iter(P.train_dataset(P.WindowSource(ds, segs, t.seq_len), global_batch=t.batch_size, seed=0))
+  runner = Runner.create(cfg)
+  models = S.renderer_models(
+    cfg, **runner.model_shardings(), bn_axis_name=runner.bn_axis_name, perceptual=vgg
+  )
+  g_tx, d_tx = S.generator_tx(cfg), S.discriminator_tx(cfg)
+  init_fn = functools.partial(
+    S.init_renderer_state, models=models, g_tx=g_tx, d_tx=d_tx, seq_len=t.seq_len,
+    image_size=cfg.data.image_size, expression_dim=cfg.data.expression_dim,
+    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
+  )  # fmt: skip
+  init_key, run_key = S.make_keys(0)
+  stats = S.default_data_stats(cfg.data.n_mels)
+  abstract = runner.abstract_state(init_fn, init_key, run_key, stats)
+  state = runner.init(init_fn, init_key, run_key, stats)
+  frozen = replicate_frozen(runner, _vgg_params() if vgg else None)
+  fn = functools.partial(
+    St.renderer_train_step, models=models, g_tx=g_tx, d_tx=d_tx,
+    hp=St.RendererHParams.from_config(cfg), stage=stage,
+  )  # fmt: skip
+  step = runner.step(fn, abstract)
+  batches = [runner.put_batch(next(it)) for _ in range(steps + 1)]
+  t0 = time.perf_counter()
+  state, m = step(state, batches[0], frozen)
+  fetch(m)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for b in batches[1:]:
+    t0 = time.perf_counter()
+    state, m = step(state, b, frozen)
+    fetch(m)
+    times.append(time.perf_counter() - t0)
+  return {
+    "compile_s": compile_s,
+    "step_s": min(times),
+    "mean_s": sum(times) / len(times),
+    "g_params": S.param_count(runner.get_state(state).g_params),
+    "d_params": S.param_count(runner.get_state(state).d_params),
+  }
+
+
+def time_pipeline(data_dir: str, batch: int, frames: int, n_batches: int, workers: int) -> float:
+  from jaxtalk.data import pipeline as P  # noqa: PLC0415
+
+  ds = P.open_data(data_dir)
+  segs, _, _ = P.split_segments(P.list_clips(ds), 0.0, frames)
+  src = P.WindowSource(ds, segs, frames)
+  it = iter(P.train_dataset(src, global_batch=batch, seed=0, workers=workers))
+  try:
+    for _ in range(3):  # start-up (worker processes, first reads)
+      next(it)
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+      next(it)
+    return n_batches * batch / (time.perf_counter() - t0)
+  finally:
+    if hasattr(it, "close"):
+      it.close()
+
+
+def run(args: argparse.Namespace) -> int:
+  import jax  # noqa: PLC0415
+
+  from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
+
+  sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+  print(f"# jaxtalk bench train — {datetime.date.today()}, {_cpu()} ({os.cpu_count()} cores), "
+        f"JAX {jax.__version__} {jax.default_backend()} x{jax.device_count()}")  # fmt: skip
+  with tempfile.TemporaryDirectory(prefix="jaxtalk-bench-train-") as tmp:
+    largest = None
+    if args.step:
+      print("size     B  T  stage vgg  G params   D params  compile s  step s (G+D)  mean s")
+    for size in sizes:
+      cfg = _config(args, size)
+      s = cfg.data.image_size
+      frames = max(cfg.train.seq_len, args.pipeline_frames) + 4
+      root = os.path.join(tmp, f"ds{s}")
+      if not os.path.isdir(root):
+        write_synthetic_dataset(
+          root, n_clips=2, n_frames=frames, size=s, expression_dim=cfg.data.expression_dim,
+          audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
+        )  # fmt: skip
+      largest = root if largest is None or s >= int(largest.rsplit("ds", 1)[1]) else largest
+      if args.step:
+        r = time_step(cfg, root, args.steps, args.stage, args.vgg)
+        print(
+          f"{size:>6} {cfg.train.batch_size:3d} {cfg.train.seq_len:2d} {args.stage:5d} "
+          f"{'yes' if args.vgg else 'no':>3} {r['g_params']:9,d} {r['d_params']:9,d} "
+          f"{r['compile_s']:9.1f} {r['step_s']:13.3f} {r['mean_s']:7.3f}",
+          flush=True,
+        )
+    if args.pipeline and largest is not None:
+      s = int(largest.rsplit("ds", 1)[1])
+      print(f"pipeline at {s}x{s}: batches of {args.pipeline_batch} windows x "
+            f"{args.pipeline_frames} frames (all six fields)")  # fmt: skip
+      for w in [int(x) for x in args.workers.split(",") if x.strip()]:
+        rate = time_pipeline(largest, args.pipeline_batch, args.pipeline_frames,
+                             args.pipeline_batches, w)  # fmt: skip
+        print(f"  workers={w}: {rate:8.1f} windows/s", flush=True)
+  return 0

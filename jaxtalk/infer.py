@@ -1,0 +1,497 @@
+"""Inference: new audio + a background video of the trained person -> a talking-face mp4.
+
+    jaxtalk infer --audio a.wav [b.wav ...] --video V --checkpoints W -o out/
+
+The pipeline (ARCHITECTURE.md, StableFace Sec. III):
+
+1. Background: the video is tracked once, cropped with one stable box (as in preprocessing) and
+   fitted with the person's landmark3d model, giving a head pose and a mouth mask per frame.
+   When the audio is longer than the video, the background is played back and forth.
+2. Audio -> log-mel windows per output frame -> audio2expression (in overlapping windows).
+3. Predicted expressions re-posed on the background frames' head poses -> shape renders.
+4. The renderer runs over windows of `infer.window` frames overlapping by `infer.overlap`,
+   `infer.batch_windows` windows per call of one compiled function; the adaptive smoothing of
+   stage 2 is inside that function. Window outputs are cross-faded at the seams.
+5. Each generated crop is pasted into the full-resolution frame under a feathered mask of the
+   lower face, and frames stream into the mp4 (with the input audio) as soon as they are final:
+   memory holds the background and one batch of windows, however long the audio.
+
+`W` (the `--checkpoints` folder) holds `renderer/` and `a2e/` training workdirs and the
+person's `face_model.npz` (written there by `jaxtalk train`, copied from the dataset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import pathlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from jaxtalk.audio.features import frame_windows, log_mel
+from jaxtalk.config import load_config
+from jaxtalk.data.dataset import FACE_MODEL
+from jaxtalk.errors import AudioReadError, JaxtalkError, NoFaceError
+from jaxtalk.face.cache import video_track
+from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box, to_crop_coords
+from jaxtalk.face.landmark3d import FaceModel, fit_frames
+from jaxtalk.face.mask import mask_polygon, rasterize_polygon
+from jaxtalk.io.audio import is_silent, read_audio
+from jaxtalk.io.video import VideoWriter, read_frames
+from jaxtalk.synthesis.paste import feathered_alpha, paste
+from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts
+
+# A background whose landmarks the person's model reprojects worse than this (mean, pixels at a
+# 256 crop) is probably someone else. Measured with a model of GRID speaker bbaf2n: its own clip
+# fits at 0.43 px, the seven other GRID speakers at 1.12-2.29 px.
+MISMATCH_ERROR_PX = 0.9
+
+
+class CheckpointMismatch(JaxtalkError):
+  """The checkpoints do not belong together or to the given config."""
+
+
+# ------------------------------------------------------------------------------ model folder
+
+
+@dataclasses.dataclass
+class Models:
+  """Everything inference needs from a model folder, loaded once."""
+
+  config: ml_collections.ConfigDict
+  face_model: FaceModel
+  renderer_state: Any  # RendererState: g_params, g_stats, data_stats
+  a2e_state: Any  # A2EState: params, data_stats
+  folder: pathlib.Path
+
+
+def _find_face_model(folder: pathlib.Path) -> pathlib.Path:
+  for cand in (folder / FACE_MODEL, folder / "renderer" / FACE_MODEL):
+    if cand.is_file():
+      return cand
+  raise CheckpointMismatch(
+    f"{folder}: no {FACE_MODEL} (the person's face model); `jaxtalk train renderer` copies"
+    " it from the dataset into its workdir; copy DATASET/face_model.npz there"
+  )
+
+
+def _saved_config(workdir: pathlib.Path) -> dict:
+  from jaxtalk.train.checkpoint import Checkpoints
+
+  if not (workdir / "checkpoints").is_dir():
+    raise CheckpointMismatch(f"{workdir}: no checkpoints folder (is this a training workdir?)")
+  with Checkpoints(workdir, 1) as ckpt:
+    return ckpt.read_meta().get("config", {})
+
+
+def restore_a2e_state(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> Any:
+  """The audio2expression state of a workdir's best checkpoint (by validation), else latest."""
+  from jaxtalk.train.a2e_train import restore_a2e_params
+  from jaxtalk.train.checkpoint import Checkpoints
+
+  with Checkpoints(workdir, cfg.train.keep) as ckpt:
+    has_best = ckpt.best_loss() is not None
+  return restore_a2e_params(cfg, workdir, best=has_best)
+
+
+def load_models(
+  folder: str | pathlib.Path,
+  config: str | ml_collections.ConfigDict | None = None,
+  overrides: Sequence[str] = (),
+) -> Models:
+  """Restores the renderer (latest checkpoint) and audio2expression (best, else latest).
+
+  The config defaults to the shipped config the renderer was trained with; either way the
+  model and data sections must equal the checkpoints' (CheckpointMismatch otherwise).
+  """
+  from jaxtalk.train.checkpoint import check_compatible
+  from jaxtalk.train.train import config_json, restore_renderer_params
+
+  folder = pathlib.Path(folder)
+  if not folder.is_dir():
+    raise CheckpointMismatch(f"{folder}: no such checkpoint folder")
+  renderer_dir, a2e_dir = folder / "renderer", folder / "a2e"
+  saved = _saved_config(renderer_dir)
+  if isinstance(config, ml_collections.ConfigDict):
+    cfg = config
+  elif config is None and saved.get("name"):
+    try:
+      cfg = load_config(saved["name"], overrides)
+    except JaxtalkError as e:
+      raise CheckpointMismatch(
+        f"{renderer_dir} was trained with config {saved['name']!r}, which is not a shipped"
+        " config: pass the same --config file used for training"
+      ) from e
+  else:
+    cfg = load_config(config, overrides)
+  current = config_json(cfg)
+
+  def a2e_part(c: dict) -> dict:
+    # audio2expression depends on model.a2e and data only: renderer ablations share it.
+    return {"model": {"a2e": c.get("model", {}).get("a2e")}, "data": c.get("data")}
+
+  try:
+    check_compatible(saved, current)
+  except JaxtalkError as e:
+    raise CheckpointMismatch(f"{renderer_dir}: {e}") from e
+  try:
+    check_compatible(a2e_part(_saved_config(a2e_dir)), a2e_part(current))
+  except JaxtalkError as e:
+    raise CheckpointMismatch(f"{a2e_dir}: {e}") from e
+  face_model = FaceModel.from_arrays(np.load(_find_face_model(folder)))
+  if face_model.expression_dim != cfg.data.expression_dim:
+    raise CheckpointMismatch(
+      f"the face model has {face_model.expression_dim} expression dims, the config"
+      f" data.expression_dim={cfg.data.expression_dim}"
+    )
+  renderer_state = restore_renderer_params(cfg, renderer_dir)
+  a2e_state = restore_a2e_state(cfg, a2e_dir)
+  return Models(cfg, face_model, renderer_state, a2e_state, folder)
+
+
+# ------------------------------------------------------------------------------ background
+
+
+@dataclasses.dataclass
+class Background:
+  """A background video prepared once, reused for every audio."""
+
+  frames_nhwc: np.ndarray  # full-resolution RGB uint8
+  crops_nssc: np.ndarray  # (N, S, S, 3) uint8
+  box: CropBox
+  landmarks_n682: np.ndarray  # crop coordinates
+  pose_n6: np.ndarray
+  mask_nss: np.ndarray  # uint8 mouth masks from the background's own landmarks
+  fit_error_px: float  # mean reprojection error of the person's model, at 256 pixels
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.frames_nhwc.shape[0])
+
+
+def _fill_missing(landmarks_tn2: np.ndarray, found_t: np.ndarray) -> np.ndarray:
+  """Frames without a face take the landmarks of the nearest frame with one."""
+  idx = np.flatnonzero(found_t)
+  nearest = idx[np.abs(np.arange(len(found_t))[:, None] - idx[None]).argmin(1)]
+  return landmarks_tn2[nearest]
+
+
+def prepare_background(
+  video: str | pathlib.Path, models: Models, *, use_cache: bool = True, say=print
+) -> Background:
+  cfg = models.config
+  size = cfg.data.image_size
+  track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps,
+                      use_cache=use_cache)  # fmt: skip
+  missing = track.missing_frames()
+  if missing.size > cfg.data.max_missing_fraction * track.num_frames:
+    raise NoFaceError(
+      f"{video}: no face in {missing.size} of {track.num_frames} frames; a background video needs"
+      " the person's face in (nearly) every frame"
+    )
+  if missing.size:
+    say(f"{video}: no face in {missing.size} frames; they reuse the nearest frame's landmarks")
+  frames = read_frames(video, cfg.data.fps)
+  n = min(len(frames), track.num_frames)
+  frames, found = frames[:n], track.found_t[:n]
+  box = stable_crop_box(track.boxes_t4[:n], found, cfg.data.crop_scale)
+  landmarks = _fill_missing(to_crop_coords(track.landmarks_tn2[:n], box, size), found)
+  fit = fit_frames(models.face_model, landmarks, size)
+  error = float(np.mean(fit.error_t)) * 256.0 / size
+  if error > MISMATCH_ERROR_PX:
+    say(
+      f"warning: {video}: the person's face model fits this video poorly (mean reprojection"
+      f" error {error:.2f} px at 256; the person's own videos fit under {MISMATCH_ERROR_PX} px): is"
+      " it the same person?"
+    )
+  crops = np.stack([crop_frame(f, box, size) for f in frames])
+  masks = np.stack([rasterize_polygon(p, size) for p in mask_polygon(landmarks)])
+  return Background(frames, crops, box, landmarks, fit.pose_t6, masks, error)
+
+
+# ------------------------------------------------------------------------------ audio
+
+
+def load_audio(path: str | pathlib.Path, cfg: ml_collections.ConfigDict) -> np.ndarray:
+  samples = read_audio(path, cfg.data.sample_rate)
+  if is_silent(samples, cfg.data.silence_db):
+    raise AudioReadError(
+      f"{path}: the audio is silent (below data.silence_db={cfg.data.silence_db} dBFS): no speech"
+      " to drive the mouth"
+    )
+  return samples
+
+
+class AudioFeatures:
+  """The audio's log-mel (100 rows a second: small) and its per-frame windows on demand.
+
+  `features[a:b]` is the `(b - a, W, n_mels)` windows of frames a .. b-1, so a long audio never
+  holds all N windows at once. N = duration x fps (rounded).
+  """
+
+  def __init__(self, samples: np.ndarray, cfg: ml_collections.ConfigDict) -> None:
+    d = cfg.data
+    self.mel = log_mel(samples, d.sample_rate, d.n_mels, d.hop_ms, d.win_ms, d.mel_floor)
+    self.n = int(round(len(samples) / d.sample_rate * d.fps))
+    if self.n < 1:
+      raise AudioReadError(f"the audio is shorter than one video frame ({len(samples)} samples)")
+    self._args = (d.fps, d.hop_ms, d.audio_window)
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, frames: slice) -> np.ndarray:
+    start, stop, _ = frames.indices(self.n)
+    fps, hop_ms, window = self._args
+    return frame_windows(self.mel, max(0, stop - start), fps, hop_ms, window, start)
+
+
+def audio_windows(samples: np.ndarray, cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """All (N, W, n_mels) log-mel windows, one per output frame (for short audio and tests)."""
+  features = AudioFeatures(samples, cfg)
+  return features[:]
+
+
+class LazyFrames:
+  """Per-frame arrays made on demand by `make(t)` and kept only until `release(t)`: the shape
+  renders and masks of a long audio are never all in memory."""
+
+  def __init__(self, make, n: int) -> None:
+    self._make, self._n, self._memo = make, n, {}
+
+  def __len__(self) -> int:
+    return self._n
+
+  def frame(self, t: int):
+    if t not in self._memo:
+      self._memo[t] = self._make(t)
+    return self._memo[t]
+
+  def __getitem__(self, frames: slice) -> np.ndarray:
+    start, stop, _ = frames.indices(self._n)
+    return np.stack([self.frame(t) for t in range(start, stop)])
+
+  def release(self, before: int) -> None:
+    for t in [t for t in self._memo if t < before]:
+      del self._memo[t]
+
+
+def _windowed(n: int, window: int, overlap: int, run, inputs: Sequence[np.ndarray]):
+  """Runs `run` over overlapping windows of `inputs` (edge-padded when n < window); blends."""
+  starts = window_starts(n, window, overlap)
+  outs = (run(*[_take(x, s, window) for x in inputs]) for s in starts)
+  return blend_stream(outs, starts, n, window)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "norm"))
+def _a2e_apply(params, stats, audio_btwf, *, model, norm):
+  from jaxtalk.train.step import normalise_audio
+
+  return model.apply({"params": params}, normalise_audio(audio_btwf, stats, norm), train=False)
+
+
+def predict_expressions(models: Models, audio_nwf) -> np.ndarray:
+  """(N, E) expressions from N audio windows (an array or `AudioFeatures`), run in overlapping
+  windows of a2e_train.seq_len frames."""
+  from jaxtalk.train.state import a2e_model
+
+  cfg = models.config
+  model = a2e_model(cfg)
+  window = min(cfg.a2e_train.seq_len, cfg.model.a2e.max_frames)
+  st = models.a2e_state
+
+  def run(a):
+    out = _a2e_apply(st.params, st.data_stats, jnp.asarray(a[None]), model=model,
+                     norm=cfg.train.audio_norm)  # fmt: skip
+    return np.asarray(out[0])
+
+  frames = _windowed(len(audio_nwf), window, window // 4, run, [audio_nwf])
+  return np.stack(list(frames)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ renderer
+
+
+def shape_and_mask(
+  models: Models, expression_e: np.ndarray, background: Background, bg_index: int
+) -> np.ndarray:
+  """`(S, S, 4)` uint8: the shape render of an expression on a background frame's head pose, and
+  (channel 3) the mask: the background's mouth region united with the new mouth's."""
+  size = models.config.data.image_size
+  fm = models.face_model
+  pose = background.pose_n6[bg_index]
+  shape = fm.render(expression_e, pose, size)
+  new_mask = rasterize_polygon(mask_polygon(fm.project(expression_e, pose, size)), size)
+  mask = np.maximum(background.mask_nss[bg_index], new_mask)
+  return np.concatenate([shape, mask[..., None]], axis=-1)
+
+
+def render_shapes(
+  models: Models, expression_ne: np.ndarray, background: Background, bg_index_n: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """All shape renders (N, S, S, 3) and masks (N, S, S) at once (for short sequences, tests)."""
+  both = np.stack([
+    shape_and_mask(models, e, background, int(i)) for e, i in zip(expression_ne, bg_index_n)
+  ])  # fmt: skip
+  return both[..., :3], both[..., 3]
+
+
+def make_generate(models: Models):
+  """The compiled generator: (B, T) windows of uint8 crops, shapes, masks, expressions and
+  audio -> uint8 frames. One compile per window shape, reused for every window and audio."""
+  from jaxtalk.train import erosion
+  from jaxtalk.train import step as step_lib
+  from jaxtalk.train.state import renderer_models
+
+  cfg = models.config
+  rm = renderer_models(cfg)
+  stage = 2 if cfg.train.stage2_steps > 0 else 1
+
+  @jax.jit
+  def generate(st, crops, shapes, masks, expression, audio):
+    frames = step_lib.to_signed_unit(crops)
+    background = erosion.erode(frames, masks.astype(jnp.float32))
+    fake, _, _ = step_lib._generator_forward(
+      st.g_params, st.g_stats, rm, background, step_lib.to_signed_unit(shapes), expression,
+      step_lib.normalise_audio(audio, st.data_stats, cfg.train.audio_norm),
+      stage=stage, train=False,
+    )  # fmt: skip
+    return step_lib.to_uint8(fake)
+
+  return generate
+
+
+def _take(x, start: int, window: int) -> np.ndarray:
+  """Frames start .. start+window-1 of an array or lazy source, edge-padded past the end."""
+  part = np.asarray(x[start : start + window])
+  if len(part) < window:
+    part = np.concatenate([part, np.repeat(part[-1:], window - len(part), 0)])
+  return part
+
+
+def generate_crops(
+  models: Models, generate, crops, shapes, masks, expression, audio, progress: bool = True
+) -> Iterator[np.ndarray]:
+  """Generated crops (S, S, 3) uint8, in order, streamed window batch by window batch. Inputs
+  are arrays or anything sliceable by frames (`AudioFeatures`, `LazyFrames`)."""
+  cfg = models.config
+  n, window, overlap = len(expression), cfg.infer.window, cfg.infer.overlap
+  batch = max(1, cfg.infer.batch_windows)
+  starts = window_starts(n, window, overlap)
+  st = models.renderer_state
+
+  def outputs():
+    bar = tqdm(total=len(starts), desc="render", unit="window", disable=not progress)
+    for b in range(0, len(starts), batch):
+      group = starts[b : b + batch]
+      # The last batch is padded with its own last window: one compiled shape for all calls.
+      padded = group + [group[-1]] * (batch - len(group))
+      arrays = [
+        np.stack([_take(x, s, window) for s in padded])
+        for x in (crops, shapes, masks, expression, audio)
+      ]
+      out = np.asarray(generate(st, *arrays))
+      bar.update(len(group))
+      yield from out[: len(group)].astype(np.float32)
+    bar.close()
+
+  for frame in blend_stream(outputs(), starts, n, window):
+    yield np.clip(np.round(frame), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ one audio
+
+
+@dataclasses.dataclass
+class Result:
+  output: pathlib.Path
+  frames: int
+  seconds: float
+  side_by_side: pathlib.Path | None = None
+
+
+def paste_alpha(mask_ss: np.ndarray, size: int, feather: float) -> np.ndarray:
+  """The paste region: the lower-face mask grown and feathered by `feather` x crop size."""
+  px = max(1, int(round(feather * size)))
+  return feathered_alpha(mask_ss, grow=px, blur=2 * px + 1)
+
+
+@dataclasses.dataclass
+class Frame:
+  """One output frame and what made it (for side-by-side videos and tests)."""
+
+  index: int
+  image_hwc: np.ndarray  # the full-resolution output frame
+  crop_ssc: np.ndarray  # the generated crop
+  shape_ssc: np.ndarray  # the shape render it was generated from
+  alpha_ss: np.ndarray  # the feathered paste mask, crop pixels
+  background_index: int
+
+
+def synth_frames(
+  models: Models,
+  background: Background,
+  samples: np.ndarray,
+  *,
+  generate=None,
+  progress: bool = True,
+) -> Iterator[Frame]:
+  """Output frames for mono audio `samples` (at data.sample_rate), streamed in order."""
+  cfg = models.config
+  size = cfg.data.image_size
+  audio = AudioFeatures(samples, cfg)
+  n = len(audio)
+  bg_index = ping_pong(n, background.num_frames)
+  expression = predict_expressions(models, audio)
+  both = LazyFrames(
+    lambda t: shape_and_mask(models, expression[t], background, int(bg_index[t])), n
+  )
+  shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n)
+  masks = LazyFrames(lambda t: both.frame(t)[..., 3], n)
+  crops = LazyFrames(lambda t: background.crops_nssc[bg_index[t]], n)
+  generate = generate or make_generate(models)
+  gen = generate_crops(models, generate, crops, shapes, masks, expression, audio, progress)
+  box = np.array([background.box.x0, background.box.y0, background.box.side], np.float64)
+  for t, crop in enumerate(gen):
+    i = int(bg_index[t])
+    rgba = both.frame(t)
+    alpha = paste_alpha(rgba[..., 3], size, cfg.infer.feather)
+    image = paste(background.frames_nhwc[i], crop, alpha, box)
+    yield Frame(t, image, crop, rgba[..., :3], alpha, i)
+    for lazy in (both, shapes, masks, crops):
+      lazy.release(t + 1)
+
+
+def synthesize(
+  models: Models,
+  background: Background,
+  audio_path: str | pathlib.Path,
+  output: str | pathlib.Path,
+  *,
+  generate=None,
+  side_by_side: str | pathlib.Path | None = None,
+  progress: bool = True,
+) -> Result:
+  """One talking-face video for one audio file over a prepared background: an H.264 mp4 with
+  the input audio (mono, data.sample_rate; A/V in sync by construction)."""
+  cfg = models.config
+  samples = load_audio(audio_path, cfg)
+  fps, sr = cfg.data.fps, cfg.data.sample_rate
+  output = pathlib.Path(output)
+  sbs = pathlib.Path(side_by_side) if side_by_side is not None else None
+  with contextlib.ExitStack() as stack:
+    writer = stack.enter_context(VideoWriter(output, fps, samples, sr))
+    panel_writer = stack.enter_context(VideoWriter(sbs, fps, samples, sr)) if sbs else None
+    for f in synth_frames(models, background, samples, generate=generate, progress=progress):
+      writer.write(f.image_hwc)
+      if panel_writer is not None:
+        real = background.crops_nssc[f.background_index]
+        panel_writer.write(np.concatenate([real, f.crop_ssc, f.shape_ssc], axis=1))
+  return Result(output, writer.frames, len(samples) / sr, sbs)

@@ -1,0 +1,141 @@
+"""Losses (jaxtalk/train/losses.py, StableFace Eq. 5-8) and the perceptual switch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtalk.config import load_config
+from jaxtalk.errors import WeightsError
+from jaxtalk.models.vgg import torchvision_vgg19_shapes
+from jaxtalk.train import losses as L
+from jaxtalk.train.train import load_perceptual
+
+
+def test_weighted_l1_counts_the_mouth_twice():
+  pred = jnp.zeros((1, 1, 2, 2, 3))
+  target = jnp.ones((1, 1, 2, 2, 3))
+  mask = jnp.array([[[[1, 0], [0, 0]]]], jnp.float32)
+  # 4 pixels x 3 channels of error 1, one pixel weighted 2: (2*3 + 3*3) / 12
+  assert float(L.weighted_l1(pred, target, mask, 2.0)) == pytest.approx(15 / 12)
+  assert float(L.weighted_l1(pred, target, mask, 1.0)) == pytest.approx(1.0)
+
+
+def test_gan_losses_match_the_formulas_and_stay_finite():
+  logits = jnp.array([-3.0, -0.5, 0.0, 0.7, 4.0])
+  d = jax.nn.sigmoid(logits)
+  np.testing.assert_allclose(L.log_d(logits), jnp.log(d), rtol=1e-5)
+  np.testing.assert_allclose(L.log_one_minus_d(logits), jnp.log(1 - d), rtol=1e-5)
+  real, fake = jnp.array([2.0, 1.0]), jnp.array([-1.0, 0.5])
+  want_d = -jnp.mean(jnp.log(jax.nn.sigmoid(real))) - jnp.mean(jnp.log(1 - jax.nn.sigmoid(fake)))
+  assert float(L.discriminator_loss(real, fake)) == pytest.approx(float(want_d), rel=1e-5)
+  want_g = jnp.mean(jnp.log(1 - jax.nn.sigmoid(fake)))  # Eq. 7 as printed
+  assert float(L.generator_adv_loss(fake)) == pytest.approx(float(want_g), rel=1e-5)
+  assert float(L.generator_adv_loss(fake, "nonsaturating")) == pytest.approx(
+    float(-jnp.mean(jnp.log(jax.nn.sigmoid(fake)))), rel=1e-5
+  )
+  # where sigmoid rounds to 0 or 1 in float32 the naive form is inf; this one is not
+  huge = jnp.array([-200.0, 200.0])
+  for v in (L.discriminator_loss(huge, huge), L.generator_adv_loss(huge),
+            L.generator_adv_loss(huge, "nonsaturating")):  # fmt: skip
+    assert np.isfinite(float(v))
+  g = jax.grad(lambda x: L.discriminator_loss(x, -x))(huge)
+  assert np.isfinite(np.asarray(g)).all()
+  with pytest.raises(ValueError, match="gan_g_loss"):
+    L.generator_adv_loss(fake, "hinge")
+
+
+def test_perceptual_uses_all_layers_and_stops_the_target_gradient():
+  def feats(x):  # two fake "layers"
+    return [x * 2.0, jnp.mean(x, axis=(1, 2), keepdims=True)]
+
+  pred = jnp.zeros((1, 2, 4, 4, 3))
+  target = jnp.ones((1, 2, 4, 4, 3))
+  v = L.perceptual(feats, pred, target, layer_weights=(0.5, 1.0))
+  assert float(v) == pytest.approx(0.5 * 2.0 + 1.0 * 1.0)
+  g = jax.grad(lambda t: L.perceptual(feats, pred, t, layer_weights=(0.5, 1.0)))(target)
+  assert float(jnp.abs(g).sum()) == 0.0
+
+
+def test_expression_loss_has_a_velocity_term():
+  target = jnp.zeros((1, 4, 2))
+  jitter = jnp.array([[[0.1, 0], [-0.1, 0], [0.1, 0], [-0.1, 0]]])
+  offset = jnp.full((1, 4, 2), 0.1 / np.sqrt(2))  # same L2, no velocity error
+  _, a = L.expression_loss(jitter, target, 1.0)
+  _, b = L.expression_loss(offset, target, 1.0)
+  assert float(a["l2"]) == pytest.approx(float(b["l2"]))
+  assert float(a["velocity"]) > 0 and float(b["velocity"]) == pytest.approx(0.0, abs=1e-9)
+  total, _ = L.expression_loss(jitter, target, 3.0)
+  assert float(total) == pytest.approx(float(a["l2"] + 3.0 * a["velocity"]))
+
+
+def test_perceptual_switch_is_explicit(tmp_path):
+  cfg = load_config("tiny")
+  params, note = load_perceptual(cfg)
+  assert params is None and "OFF" in note and "train.vgg_weights" in note
+  rng = np.random.default_rng(0)
+  path = tmp_path / "vgg19.npz"
+  np.savez(path, **{k: rng.normal(0, 0.01, s).astype(np.float32)
+                    for k, s in torchvision_vgg19_shapes().items()})  # fmt: skip
+  cfg.train.vgg_weights = str(path)
+  params, note = load_perceptual(cfg)
+  assert "ON" in note and params["conv1_1"]["kernel"].shape == (3, 3, 3, 64)
+  cfg.train.vgg_weights = str(tmp_path / "missing.npz")
+  with pytest.raises(WeightsError):
+    load_perceptual(cfg)
+
+
+def test_train_step_trains_through_the_perceptual_term(tmp_path):
+  """One jitted renderer step with VGG19 (random weights, 32x32 crops): the perceptual term is
+  in the metrics and the generator loss, and it is 0 without VGG weights."""
+  import functools
+
+  from jaxtalk.data import pipeline as P
+  from jaxtalk.models.vgg import convert_torchvision_vgg19
+  from jaxtalk.train import state as S
+  from jaxtalk.train import step as St
+  from jaxtalk.train.synthetic import write_synthetic_dataset
+
+  cfg = load_config("tiny", ["data.image_size=32", "train.batch_size=1"])
+  data = write_synthetic_dataset(tmp_path / "ds", n_clips=1, n_frames=4, size=32,
+                                 expression_dim=16, n_points=8)  # fmt: skip
+  ds = P.open_data(data)
+  batch = P.WindowSource(ds, [P.Segment("clip000", 0, 4)], 4)[0]
+  batch = {k: v[None] for k, v in batch.items()}
+  models = S.renderer_models(cfg, perceptual=True)
+  g_tx, d_tx = S.generator_tx(cfg), S.discriminator_tx(cfg)
+  init_key, run_key = S.make_keys(0)
+  state = jax.jit(
+    functools.partial(
+      S.init_renderer_state,
+      models=models,
+      g_tx=g_tx,
+      d_tx=d_tx,
+      seq_len=4,
+      image_size=32,
+      expression_dim=16,
+      audio_window=20,
+      n_mels=80,
+    )  # fmt: skip
+  )(init_key, run_key)
+  rng = np.random.default_rng(0)
+  vgg = convert_torchvision_vgg19(
+    {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in torchvision_vgg19_shapes().items()}
+  )
+  step = jax.jit(
+    functools.partial(
+      St.renderer_train_step,
+      models=models,
+      g_tx=g_tx,
+      d_tx=d_tx,
+      hp=St.RendererHParams.from_config(cfg),
+      stage=1,
+    )  # fmt: skip
+  )
+  _, m = step(state, batch, jax.random.key(0), vgg)
+  perc, l1, adv = float(m["perceptual"]), float(m["l1"]), float(m["g_adv"])
+  assert perc > 0 and np.isfinite(perc)
+  want = cfg.train.lambda_rec * (l1 + perc) + cfg.train.lambda_adv * adv
+  assert float(m["loss_g"]) == pytest.approx(want, rel=1e-5)
