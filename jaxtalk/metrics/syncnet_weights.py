@@ -18,13 +18,13 @@ import pathlib
 import numpy as np
 
 from jaxtalk.errors import WeightsError
+from jaxtalk.io.state_dict import read_state_dict
 from jaxtalk.models.syncnet import AUDIO_CONVS, EMBED_DIM, LIP_CONVS
 
 CONVERT_HINT = (
   "convert it to .npz where PyTorch is installed: "
   "python scripts/convert_syncnet.py syncnet_v2.model syncnet_v2.npz"
 )
-TORCH_SUFFIXES = (".model", ".pth", ".pt")
 _PREFIXES = ("__S__.", "module.")
 
 
@@ -110,34 +110,6 @@ def convert_state_dict(state: dict[str, np.ndarray]) -> dict:
   return {"params": params, "batch_stats": stats}
 
 
-def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
-  except (OSError, ValueError) as e:
-    raise WeightsError(f"cannot read SyncNet weights {path} as .npz: {e}") from e
-
-
-def read_torch_state_dict(path: pathlib.Path, unsafe_pickle: bool = False) -> dict[str, np.ndarray]:
-  """A torch state dict as numpy arrays (torch imported only here; it is optional)."""
-  try:
-    import torch  # noqa: PLC0415 (optional dependency, only for torch files)
-  except ImportError:
-    raise WeightsError(
-      f"{path} is a PyTorch file but torch is not installed; {CONVERT_HINT}"
-    ) from None
-  try:
-    state = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
-  except Exception as e:  # torch raises many types for corrupt or non-state-dict files
-    hint = "" if unsafe_pickle else f"; if you trust the file, {CONVERT_HINT} --unsafe-pickle"
-    raise WeightsError(f"cannot read SyncNet weights {path} with torch: {e}{hint}") from e
-  if hasattr(state, "state_dict"):
-    state = state.state_dict()
-  if not isinstance(state, dict):
-    raise WeightsError(f"{path} holds a {type(state).__name__}, not a SyncNet state dict")
-  return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
-
-
 def load_syncnet_variables(path: str | os.PathLike) -> dict:
   """The flax variables (`params`, `batch_stats`) of models.syncnet.SyncNet from a file.
 
@@ -147,12 +119,12 @@ def load_syncnet_variables(path: str | os.PathLike) -> dict:
   path = pathlib.Path(path)
   if not path.is_file():
     raise WeightsError(f"SyncNet weights not found: {path}")
-  if path.suffix == ".npz":
-    state = _read_npz(path)
-  elif path.suffix in TORCH_SUFFIXES:
-    state = read_torch_state_dict(path)
-  else:
-    raise WeightsError(f"SyncNet weights {path}: expected a .npz, .model, .pth or .pt file")
+  state = read_state_dict(
+    path,
+    "SyncNet",
+    CONVERT_HINT,
+    pickle_hint=f"; if you trust the file, {CONVERT_HINT} --unsafe-pickle",
+  )
   state = _strip(state)
   problem = check_state_dict(state)
   if problem is not None:
