@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import time
 
+from jaxtalk.bench.machine import describe
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("video", help="background clip with a face, e.g. a GRID .mpg")
   parser.add_argument("--configs", nargs="+", default=["tiny", "grid"])
-  parser.add_argument("--seconds", nargs="+", type=float, default=[10.0, 60.0],
+  parser.add_argument("--seconds", nargs="*", type=float, default=[10.0, 60.0],
                       help="audio lengths for the memory comparison (tiny config)")  # fmt: skip
   parser.add_argument("--speed-seconds", type=float, default=4.0,
                       help="audio length for the frames/s figures")  # fmt: skip
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
   if args.worker:
     print(json.dumps(_worker(args)))
     return 0
-  print(f"machine: {platform.processor() or platform.machine()}; clip {args.video}")
+  print(f"machine: {describe()}; clip {args.video}")
   print("speed (fresh models; frames/s of the whole pipeline: audio -> mp4):")
   for config in args.configs:
     r = _spawn(args, {"config": config, "seconds": args.speed_seconds, "speed": True})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 
 import numpy as np
+
+from jaxtalk.bench.machine import describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     video_msi(args.video, config, args.backend, cache_dir=cache)
     warm_s = time.perf_counter() - t
   best = float(np.min(track_s))
-  print(f"machine: {platform.processor() or platform.machine()}, backend {args.backend}")
+  print(f"machine: {describe()}, backend {args.backend}")
   print(f"clip: {args.video} ({n} frames {frames.shape[2]}x{frames.shape[1]})")
   print(f"decode:            {n / decode_s:8.1f} frames/s")
   print(f"track+landmarks:   {n / best:8.1f} frames/s (best of {args.repeats}, one core)")

@@ -13,11 +13,11 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
 
+from jaxtalk.bench.machine import cpu_name
 from jaxtalk.cli import add_config_arguments
 
 
@@ -33,17 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default="renderer,smoothing,discriminator,a2e,vgg",
     help="which modules to measure, comma-separated",
   )
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
 
 
 def _flops(compiled: Any) -> float:
@@ -112,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
   print(f"jaxtalk bench model  {datetime.date.today()}  config={cfg.name}  dtype={cfg.model.dtype}")
   print(
-    f"  machine: {_cpu_name()}, {os.cpu_count()} cores, {jax.device_count()} x "
+    f"  machine: {cpu_name()}, {os.cpu_count()} cores, {jax.device_count()} x "
     f"{jax.devices()[0].device_kind} device; "
     f"jax {jax.__version__}; B={b} T={t}; best of {args.repeats} after a warm-up"
   )

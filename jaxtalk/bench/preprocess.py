@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import platform
 import tempfile
 import time
 
 import numpy as np
+
+from jaxtalk.bench.machine import describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     )
     whole_s = time.perf_counter() - t
 
-  print(f"machine: {platform.processor() or platform.machine()}, one core (cv2 threads 1)")
+  print(f"machine: {describe()}, one core (cv2 threads 1)")
   print(
     f"clip: {args.video} ({n} frames {frames.shape[2]}x{frames.shape[1]}), config {args.config}"
   )

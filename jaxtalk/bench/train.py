@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 
+from jaxtalk.bench.machine import cpu_name
 from jaxtalk.cli import add_config_arguments
 
 
@@ -41,17 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workers", default="0,2", help="pipeline worker counts to time")
   parser.add_argument("--no-pipeline", dest="pipeline", action="store_false")
   parser.add_argument("--no-step", dest="step", action="store_false")
-
-
-def _cpu() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown CPU"
 
 
 def _config(args: argparse.Namespace, size: str):
@@ -152,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
   from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
   sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-  print(f"# jaxtalk bench train — {datetime.date.today()}, {_cpu()} ({os.cpu_count()} cores), "
+  print(f"# jaxtalk bench train — {datetime.date.today()}, {cpu_name()} ({os.cpu_count()} cores), "
         f"JAX {jax.__version__} {jax.default_backend()} x{jax.device_count()}")  # fmt: skip
   with tempfile.TemporaryDirectory(prefix="jaxtalk-bench-train-") as tmp:
     largest = None

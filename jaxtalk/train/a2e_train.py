@@ -27,13 +27,13 @@ from jaxtalk.train.parallel import Runner, fetch, maybe_initialize_distributed
 from jaxtalk.train.train import (
   RunResult,
   Say,
-  TrainingDiverged,
   check_dataset,
   compiled,
   config_json,
   open_workdir,
   program_key,
   runner_key,
+  stop_diverged,
 )
 
 
@@ -156,16 +156,7 @@ def train_a2e(
       say(f"step {step}: validation loss {val['loss']:.4g} (best so far)")
 
   def diverged(m: dict) -> None:
-    good = runner.get_state(state)
-    n = int(good.step)
-    ckpt.save(n, good, data_iter, meta(n, diverged_at=m["bad_step"]))
-    ckpt.close()
-    log.write({"event": "diverged", "step": m["bad_step"]})
-    bar.close()
-    raise TrainingDiverged(
-      f"non-finite loss or gradients in the update at step {m['bad_step']}; stopped, and the "
-      f"last good state (step {n}) is checkpointed in {ckpt.workdir / 'checkpoints'}"
-    )
+    stop_diverged(runner.get_state(state), m["bad_step"], ckpt, data_iter, meta, log, bar)
 
   # -- loop -------------------------------------------------------------------------------
   bar = progress(end, start, "a2e", enabled=show_progress and primary)

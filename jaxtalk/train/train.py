@@ -41,6 +41,20 @@ class TrainingDiverged(JaxtalkError):
   exit_code = 3
 
 
+def stop_diverged(good: Any, bad_step: int, ckpt: Any, data_iter: Any, meta: Callable,
+                  log: Any, bar: Any) -> None:  # fmt: skip
+  """Checkpoints the last good state, logs the bad step and raises TrainingDiverged."""
+  n = int(good.step)
+  ckpt.save(n, good, data_iter, meta(n, diverged_at=bad_step))
+  ckpt.close()
+  log.write({"event": "diverged", "step": bad_step})
+  bar.close()
+  raise TrainingDiverged(
+    f"non-finite loss or gradients in the update at step {bad_step}; stopped, and the "
+    f"last good state (step {n}) is checkpointed in {ckpt.workdir / 'checkpoints'}"
+  )
+
+
 # ----------------------------------------------------------------------------------------------
 # Shared by the renderer and audio2expression loops.
 
@@ -306,16 +320,7 @@ def train_renderer(
     return val["rec"]
 
   def diverged(m: dict) -> None:
-    good = runner.get_state(state)
-    n = int(good.step)
-    ckpt.save(n, good, data_iter, meta(n, diverged_at=m["bad_step"]))
-    ckpt.close()
-    log.write({"event": "diverged", "step": m["bad_step"]})
-    bar.close()
-    raise TrainingDiverged(
-      f"non-finite loss or gradients in the update at step {m['bad_step']}; stopped, and the "
-      f"last good state (step {n}) is checkpointed in {ckpt.workdir / 'checkpoints'}"
-    )
+    stop_diverged(runner.get_state(state), m["bad_step"], ckpt, data_iter, meta, log, bar)
 
   # -- loop -------------------------------------------------------------------------------
   bar = progress(end, start, "renderer", enabled=show_progress and primary)
