@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
   "slice": ("jaxtalk.commands.slice", "vertical-slice jitter picture of videos"),
   "eval": ("jaxtalk.commands.eval", "SSIM, PSNR, NLMD, CPBD, MSI, Sync-C/D of generated videos"),
   "ablate": ("jaxtalk.commands.ablate", "train and evaluate the Table V ablation variants"),
-  "demo": ("jaxtalk.commands.demo", "the whole pipeline on one clip: train, re-synthesise, evaluate"),
+  "demo": ("jaxtalk.commands.demo", "whole pipeline on one clip: train, resynthesise, evaluate"),
   "bench": ("jaxtalk.commands.bench", "benchmarks that print measured numbers"),
 }
 
