@@ -221,7 +221,7 @@ def prepare_background(
 
 def load_audio(path: str | pathlib.Path, cfg: ml_collections.ConfigDict) -> np.ndarray:
   samples = read_audio(path, cfg.data.sample_rate)
-  if is_silent(samples, cfg.data.silence_db):
+  if is_silent(samples, cfg.data.silence_db, cfg.data.sample_rate):
     raise AudioReadError(
       f"{path}: the audio is silent (below data.silence_db={cfg.data.silence_db} dBFS): no speech"
       " to drive the mouth"

@@ -84,8 +84,8 @@ def test_frame_count_and_audio_track(demo, grid_dir, which, source):
   assert lag == 0
 
 
-def test_pasted_frames_equal_the_original_outside_the_feathered_mask(models, background):
-  samples = infer.load_audio(background_audio(), models.config)[:16000]  # 1 s: 25 frames
+def test_pasted_frames_equal_the_original_outside_the_feathered_mask(models, background, grid_dir):
+  samples = infer.load_audio(grid_dir / "bbaf2n.mpg", models.config)[:16000]  # 1 s: 25 frames
   box = np.array([background.box.x0, background.box.y0, background.box.side])
   hw = background.frames_nhwc.shape[1:3]
   count = 0
@@ -100,15 +100,9 @@ def test_pasted_frames_equal_the_original_outside_the_feathered_mask(models, bac
   assert count == 25
 
 
-def background_audio():
-  from tests.conftest import GRID_DIR
-
-  return GRID_DIR / "bbaf2n.mpg"
-
-
-def test_window_seams_jump_no_more_than_inside_a_window(models, background):
+def test_window_seams_jump_no_more_than_inside_a_window(models, background, grid_dir):
   cfg = models.config
-  samples = infer.load_audio(background_audio(), cfg)
+  samples = infer.load_audio(grid_dir / "bbaf2n.mpg", cfg)
   audio = infer.audio_windows(samples, cfg)
   n = 30
   idx = np.arange(n)

@@ -341,7 +341,7 @@ def _ranges_text(runs: Sequence[tuple[int, int]]) -> str:
 def check_audio(path: str, settings: Settings) -> np.ndarray:
   """The clip's mono audio at settings.sample_rate; AudioReadError if absent or silent."""
   samples = read_audio(path, settings.sample_rate)
-  if is_silent(samples, settings.silence_db):
+  if is_silent(samples, settings.silence_db, settings.sample_rate):
     raise AudioReadError(
       f"{path}: the audio is silent (quieter than data.silence_db={settings.silence_db} dBFS"
       " throughout); StableFace learns from speech"

@@ -46,12 +46,11 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
   return samples
 
 
-def is_silent(samples: np.ndarray, threshold_db: float = -50.0) -> bool:
+def is_silent(samples: np.ndarray, threshold_db: float = -50.0, sample_rate: int = 16000) -> bool:
   """True when the loudest 50 ms window stays below `threshold_db` dBFS (no usable speech)."""
   if samples.size == 0:
     return True
-  win = max(1, samples.size // max(1, samples.size // 800))
-  n = samples.size // win * win
-  frames = samples[:n].reshape(-1, win) if n else samples.reshape(1, -1)
+  win = min(samples.size, max(1, int(0.05 * sample_rate)))
+  frames = samples[: samples.size // win * win].reshape(-1, win)
   rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
   return bool(20 * np.log10(rms.max() + 1e-12) < threshold_db)
