@@ -43,6 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
   # The last fraction of each source's frames (by time) is held out of training and validation
   # (evaluation on unseen audio of the same person); 0.0: no split. `jaxtalk preprocess --holdout`.
   c.data.holdout = 0.0
+  # -- added with the background track filter (issue 9; jaxtalk/face/track_filter.py) --
+  # Head pose and mask landmarks filtered over time (zero-phase Gaussian, sigma in frames), the
+  # same in preprocessing and inference; "none" is the ablation (raw per-frame track).
+  c.data.track_filter = "gaussian"
+  c.data.track_filter_pose_sigma = 2.0
+  c.data.track_filter_mask_sigma = 1.5
 
   # Landmark tracking (jaxtalk/face/track.py).
   c.track = ml_collections.ConfigDict()
@@ -150,6 +156,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.infer.overlap = 4
   c.infer.batch_windows = 4
   c.infer.feather = 0.1
+  # -- added with seams without ghosting (issue 9) --
+  # "centre": each frame comes from the one window where it is farthest from the window's edges
+  # (no two renders are ever mixed: no ghosting); "crossfade": linear ramps over the overlap.
+  c.infer.seam = "centre"
 
   c.lock()
   return c

@@ -5,16 +5,24 @@
 The pipeline (ARCHITECTURE.md, StableFace Sec. III):
 
 1. Background: the video is tracked once, cropped with one stable box (as in preprocessing) and
-   fitted with the person's landmark3d model, giving a head pose and a mouth mask per frame.
+   fitted with the person's landmark3d model, giving a head pose and a mouth mask per frame;
+   pose and mask landmarks are filtered over time with the same filter as preprocessing
+   (jaxtalk/face/track_filter.py, data.track_filter). The paste region of each background
+   frame (its filtered mouth mask, grown and feathered) is fixed here, once.
    When the audio is longer than the video, the background is played back and forth.
 2. Audio -> log-mel windows per output frame -> audio2expression (in overlapping windows).
 3. Predicted expressions re-posed on the background frames' head poses -> shape renders.
+   A renderer trained through stage 2 (read from its checkpoint, not the config) smooths them
+   with its adaptive smoothing over the WHOLE sequence (weights from the whole expression
+   sequence, edge padding only at the sequence's ends), before any windowing.
 4. The renderer runs over windows of `infer.window` frames overlapping by `infer.overlap`,
-   `infer.batch_windows` windows per call of one compiled function; the adaptive smoothing of
-   stage 2 is inside that function. Window outputs are cross-faded at the seams.
-5. Each generated crop is pasted into the full-resolution frame under a feathered mask of the
-   lower face, and frames stream into the mp4 (with the input audio) as soon as they are final:
-   memory holds the background and one batch of windows, however long the audio.
+   `infer.batch_windows` windows per call of one compiled function. Windows are joined without
+   mixing two renders (infer.seam = "centre": each frame from the window where it is farthest
+   from the edges), so nothing ghosts.
+5. Each generated crop is pasted into the full-resolution frame under that feathered region;
+   outside it the frame is the background's, bit for bit. Frames stream into the mp4 (with the
+   input audio) as soon as they are final: memory holds the background and one batch of
+   windows, however long the audio.
 
 `W` (the `--checkpoints` folder) holds `renderer/` and `a2e/` training workdirs and the
 person's `face_model.npz` (written there by `jaxtalk train`, copied from the dataset).
@@ -43,9 +51,11 @@ from jaxtalk.face.cache import video_track
 from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box, to_crop_coords
 from jaxtalk.face.landmark3d import FaceModel, fit_frames
 from jaxtalk.face.mask import mask_polygon, rasterize_polygon
+from jaxtalk.face.track_filter import TrackFilter, filter_pose, track_masks
 from jaxtalk.io.audio import is_silent, read_audio
 from jaxtalk.io.video import VideoWriter, read_frames
-from jaxtalk.synthesis.paste import feathered_alpha, paste
+from jaxtalk.models.smoothing import smoother_from_config
+from jaxtalk.synthesis.paste import feathered_alpha, paste, polygon_alpha
 from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts
 
 # A background whose landmarks the person's model reprojects worse than this (mean, pixels at a
@@ -70,6 +80,9 @@ class Models:
   renderer_state: Any  # RendererState: g_params, g_stats, data_stats
   a2e_state: Any  # A2EState: params, data_stats
   folder: pathlib.Path
+  # the stage the renderer checkpoint was trained through (2: its smoothing took steps); read
+  # from the checkpoint's metadata, never from the config
+  stage: int = 1
 
 
 def _find_face_model(folder: pathlib.Path) -> pathlib.Path:
@@ -89,6 +102,18 @@ def _saved_config(workdir: pathlib.Path) -> dict:
     raise CheckpointMismatch(f"{workdir}: no checkpoints folder (is this a training workdir?)")
   with Checkpoints(workdir, 1) as ckpt:
     return ckpt.read_meta().get("config", {})
+
+
+def trained_stage(workdir: pathlib.Path) -> int:
+  """2 when the latest renderer checkpoint took stage-2 steps (its smoothing was trained with
+  the renderer), else 1; from the checkpoint's metadata (step, stage1_steps)."""
+  from jaxtalk.train.checkpoint import Checkpoints
+
+  with Checkpoints(workdir, 1) as ckpt:
+    meta = ckpt.read_meta()
+  if "step" in meta and "stage1_steps" in meta:
+    return 2 if int(meta["step"]) > int(meta["stage1_steps"]) else 1
+  return int(meta.get("stage", 1))
 
 
 def restore_a2e_state(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> Any:
@@ -153,7 +178,7 @@ def load_models(
     )
   renderer_state = restore_renderer_params(cfg, renderer_dir)
   a2e_state = restore_a2e_state(cfg, a2e_dir)
-  return Models(cfg, face_model, renderer_state, a2e_state, folder)
+  return Models(cfg, face_model, renderer_state, a2e_state, folder, trained_stage(renderer_dir))
 
 
 # ------------------------------------------------------------------------------ background
@@ -167,9 +192,11 @@ class Background:
   crops_nssc: np.ndarray  # (N, S, S, 3) uint8
   box: CropBox
   landmarks_n682: np.ndarray  # crop coordinates
-  pose_n6: np.ndarray
-  mask_nss: np.ndarray  # uint8 mouth masks from the background's own landmarks
+  pose_n6: np.ndarray  # filtered over time (data.track_filter)
+  mask_nss: np.ndarray  # uint8 mouth masks from the background's time-filtered landmarks
   fit_error_px: float  # mean reprojection error of the person's model, at 256 pixels
+  # (N, P, 2) the mask polygons of the time-filtered landmarks (mask_nss is their raster)
+  mask_points_np2: np.ndarray | None = None
 
   @property
   def num_frames(self) -> int:
@@ -204,6 +231,8 @@ def prepare_background(
   box = stable_crop_box(track.boxes_t4[:n], found, cfg.data.crop_scale)
   landmarks = _fill_missing(to_crop_coords(track.landmarks_tn2[:n], box, size), found)
   fit = fit_frames(models.face_model, landmarks, size)
+  flt = TrackFilter.from_config(cfg)
+  pose = filter_pose(fit.pose_t6, flt)  # the same filter as preprocessing
   error = float(np.mean(fit.error_t)) * 256.0 / size
   if error > MISMATCH_ERROR_PX:
     say(
@@ -212,8 +241,8 @@ def prepare_background(
       " it the same person?"
     )
   crops = np.stack([crop_frame(f, box, size) for f in frames])
-  masks = np.stack([rasterize_polygon(p, size) for p in mask_polygon(landmarks)])
-  return Background(frames, crops, box, landmarks, fit.pose_t6, masks, error)
+  polygons, masks = track_masks(landmarks, size, flt)  # the same function as preprocessing
+  return Background(frames, crops, box, landmarks, pose, masks, error, polygons)
 
 
 # ------------------------------------------------------------------------------ audio
@@ -343,16 +372,65 @@ def render_shapes(
   return both[..., :3], both[..., 3]
 
 
+@functools.partial(jax.jit, static_argnames=("smoother",))
+def _smoothing_weights(params, stats, expression_bte, *, smoother):
+  variables = {"params": params}
+  if stats:
+    variables["batch_stats"] = stats
+  return smoother.apply(variables, expression_bte, train=False, method="weights")
+
+
+def smoothing_weights(models: Models, expression_ne: np.ndarray) -> np.ndarray | None:
+  """(N, K) float32 weights of the trained smoothing over the WHOLE expression sequence, or
+  None for a renderer trained through stage 1 only (its checkpoint says which, `Models.stage`).
+
+  Computed once for the whole sequence, so a frame's weights never depend on where a renderer
+  window happens to start (in windows they did: each window's edge frames were padded)."""
+  if models.stage < 2:
+    return None
+  st = models.renderer_state
+  smoother = smoother_from_config(models.config)
+  expression_bte = jnp.asarray(expression_ne, jnp.float32)[None]
+  w = _smoothing_weights(
+    st.g_params["smoothing"], st.g_stats["smoothing"], expression_bte, smoother=smoother
+  )
+  return np.asarray(w[0], np.float32)
+
+
+def smooth_lazy(shapes, weights_nk: np.ndarray | None):
+  """Eq. 1 over the whole sequence, frame by frame on demand: frame t is
+  sum_k W[t, k] shapes[clip(t + k - r, 0, N - 1)] (edge padding only at the sequence's ends),
+  float32 in [0, 255]. `shapes` is an array or `LazyFrames`; None weights: unsmoothed."""
+  n = len(shapes)
+
+  def frame(t: int) -> np.ndarray:
+    return np.asarray(shapes.frame(t) if isinstance(shapes, LazyFrames) else shapes[t])
+
+  if weights_nk is None:
+    return LazyFrames(lambda t: frame(t).astype(np.float32), n)
+  r = weights_nk.shape[1] // 2
+
+  def make(t: int) -> np.ndarray:
+    out = np.zeros(frame(t).shape, np.float32)
+    for k, w in enumerate(weights_nk[t]):
+      out += np.float32(w) * frame(min(max(t + k - r, 0), n - 1)).astype(np.float32)
+    return out
+
+  return LazyFrames(make, n)
+
+
 def make_generate(models: Models):
-  """The compiled generator: (B, T) windows of uint8 crops, shapes, masks, expressions and
-  audio -> uint8 frames. One compile per window shape, reused for every window and audio."""
+  """The compiled generator: (B, T) windows of uint8 crops, shapes (uint8, or float32 already
+  smoothed, see `smooth_lazy`), masks, expressions and audio -> uint8 frames. One compile per
+  window shape, reused for every window and audio. The smoothing is not in here: it runs over
+  the whole sequence before windowing (`smoothing_weights`)."""
   from jaxtalk.train import erosion
   from jaxtalk.train import step as step_lib
   from jaxtalk.train.state import renderer_models
 
   cfg = models.config
   rm = renderer_models(cfg)
-  stage = 2 if cfg.train.stage2_steps > 0 else 1
+  stage = 1  # stage 1's forward: the renderer alone, on shapes smoothed beforehand
 
   @jax.jit
   def generate(st, crops, shapes, masks, expression, audio):
@@ -402,7 +480,8 @@ def generate_crops(
       yield from out[: len(group)].astype(np.float32)
     bar.close()
 
-  for frame in blend_stream(outputs(), starts, n, window):
+  seam = str(cfg.infer.get("seam", "crossfade"))
+  for frame in blend_stream(outputs(), starts, n, window, seam):
     yield np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
@@ -418,9 +497,17 @@ class Result:
 
 
 def paste_alpha(mask_ss: np.ndarray, size: int, feather: float) -> np.ndarray:
-  """The paste region: the lower-face mask grown and feathered by `feather` x crop size."""
+  """The lower-face mask (a raster) grown and feathered by `feather` x crop size."""
   px = max(1, int(round(feather * size)))
   return feathered_alpha(mask_ss, grow=px, blur=2 * px + 1)
+
+
+def paste_region(polygon_p2: np.ndarray, size: int, feather: float) -> np.ndarray:
+  """The paste region: the background frame's (time-filtered) mouth-mask polygon grown and
+  feathered by `feather` x crop size, as a continuous function of the polygon
+  (`polygon_alpha`), so it neither depends on the audio nor flickers on a still head."""
+  px = max(1, int(round(feather * size)))
+  return polygon_alpha(polygon_p2, size, grow=px, blur=2 * px + 1)
 
 
 @dataclasses.dataclass
@@ -430,7 +517,7 @@ class Frame:
   index: int
   image_hwc: np.ndarray  # the full-resolution output frame
   crop_ssc: np.ndarray  # the generated crop
-  shape_ssc: np.ndarray  # the shape render it was generated from
+  shape_ssc: np.ndarray  # the shape render it was generated from (smoothed, in stage 2)
   alpha_ss: np.ndarray  # the feathered paste mask, crop pixels
   background_index: int
 
@@ -453,20 +540,28 @@ def synth_frames(
   both = LazyFrames(
     lambda t: shape_and_mask(models, expression[t], background, int(bg_index[t])), n
   )
-  shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n)
+  raw_shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n)
+  weights = smoothing_weights(models, expression)
+  shapes = smooth_lazy(raw_shapes, weights)
   masks = LazyFrames(lambda t: both.frame(t)[..., 3], n)
   crops = LazyFrames(lambda t: background.crops_nssc[bg_index[t]], n)
   generate = generate or make_generate(models)
   gen = generate_crops(models, generate, crops, shapes, masks, expression, audio, progress)
   box = np.array([background.box.x0, background.box.y0, background.box.side], np.float64)
+  reach = 0 if weights is None else weights.shape[1] // 2  # raw frames a smoothed one reads
   for t, crop in enumerate(gen):
     i = int(bg_index[t])
-    rgba = both.frame(t)
-    alpha = paste_alpha(rgba[..., 3], size, cfg.infer.feather)
+    if background.mask_points_np2 is not None:
+      alpha = paste_region(background.mask_points_np2[i], size, cfg.infer.feather)
+    else:
+      alpha = paste_alpha(background.mask_nss[i], size, cfg.infer.feather)
     image = paste(background.frames_nhwc[i], crop, alpha, box)
-    yield Frame(t, image, crop, rgba[..., :3], alpha, i)
-    for lazy in (both, shapes, masks, crops):
+    shape = np.clip(np.round(shapes.frame(t)), 0, 255).astype(np.uint8)
+    yield Frame(t, image, crop, shape, alpha, i)
+    for lazy in (shapes, masks, crops):
       lazy.release(t + 1)
+    for lazy in (both, raw_shapes):
+      lazy.release(t + 1 - reach)
 
 
 def synthesize(

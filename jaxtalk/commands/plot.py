@@ -1,4 +1,5 @@
-"""`jaxtalk plot WORKDIR`: loss curves of a training run (WORKDIR/metrics.jsonl) to a PNG."""
+"""`jaxtalk plot WORKDIR`: loss curves of a training run (WORKDIR/metrics.jsonl) to a PNG, and
+after stage 2 the learned smoothing kernels (mean over frames and spread) to kernels.png."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  from jaxtalk.train.observe import plot_metrics  # noqa: PLC0415
+  from jaxtalk.train.observe import kernel_records, plot_kernels, plot_metrics  # noqa: PLC0415
 
   src = pathlib.Path(args.workdir)
   metrics = src if src.is_file() else src / "metrics.jsonl"
@@ -28,4 +29,6 @@ def run(args: argparse.Namespace) -> int:
   except ValueError as e:
     raise JaxtalkError(str(e)) from e
   print(out)
+  if kernel_records(metrics):
+    print(plot_kernels(metrics, out.with_name("kernels.png")))
   return 0

@@ -63,7 +63,8 @@ from jaxtalk.errors import AudioReadError, ConfigError, JaxtalkError, NoFaceErro
 from jaxtalk.face import landmark3d
 from jaxtalk.face.cache import file_digest, video_track
 from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box, to_crop_coords
-from jaxtalk.face.mask import MASK_POINTS, mask_polygon, rasterize_polygon
+from jaxtalk.face.mask import MASK_POINTS
+from jaxtalk.face.track_filter import TrackFilter, filter_pose, track_masks
 from jaxtalk.io.audio import is_silent, read_audio
 from jaxtalk.io.video import iter_frames, probe_video
 
@@ -97,6 +98,11 @@ class Settings:
   silence_db: float
   track: dict[str, float | int]
   holdout: float = 0.0
+  track_filter: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def filter(self) -> TrackFilter:
+    return TrackFilter(**self.track_filter) if self.track_filter else TrackFilter(kind="none")
 
   @classmethod
   def from_config(
@@ -123,6 +129,7 @@ class Settings:
       silence_db=float(d.silence_db),
       track={k: config.track[k] for k in sorted(config.track.keys())},
       holdout=float(d.get("holdout", 0.0)),
+      track_filter=TrackFilter.from_config(config).to_json(),
     )
     settings.validate()
     return settings
@@ -148,6 +155,8 @@ class Settings:
     if not self.holdout:
       # no split: the settings of datasets made before the split existed (they still resume)
       del out["holdout"]
+    if not self.filter.active:
+      del out["track_filter"]  # likewise: no filter is what older datasets had
     return out
 
 
@@ -271,12 +280,15 @@ class Landmark3dFitter:
   ) -> dict[str, Any]:
     face = landmark3d.FaceModel.from_arrays(model)
     size = settings.image_size
+    # expression from the raw landmarks (the real articulation); the pose that places the
+    # render filtered over time, exactly as inference does (jaxtalk/face/track_filter.py)
     fit = landmark3d.fit_frames(face, landmarks_tn2, size)
+    pose = filter_pose(fit.pose_t6, settings.filter)
     out["expression"] = fit.expression_te
-    out["pose"] = fit.pose_t6
+    out["pose"] = pose
     shape = out["shape"]
-    for t in range(len(fit.pose_t6)):
-      shape[t] = face.render(fit.expression_te[t], fit.pose_t6[t], size)
+    for t in range(len(pose)):
+      shape[t] = face.render(fit.expression_te[t], pose[t], size)
     return fit_quality(fit.error_t, fit.max_error_t, size)
 
 
@@ -504,11 +516,10 @@ def write_clip(
     for w, (a, b), (m0, m1) in zip(writers, plan.segments, mel_ranges, strict=True):
       lms = plan.landmarks_tn2[a:b]
       w["landmarks"] = lms
-      polygons = mask_polygon(lms)
+      # the mask from the time-filtered track (the same function as inference's background)
+      polygons, masks = track_masks(lms, size, settings.filter)
       w["mask_points"] = polygons
-      masks = w["mask"]
-      for t in range(b - a):
-        masks[t] = rasterize_polygon(polygons[t], size)
+      w["mask"] = masks
       w["mel"] = mel[m0:m1]
       w["audio"] = frame_windows(
         mel, b - a, settings.fps, settings.hop_ms, settings.audio_window, a

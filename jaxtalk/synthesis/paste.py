@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from jaxtalk.face.mask import rasterize_polygon
+
 
 def feathered_alpha(region_hw: np.ndarray, grow: int, blur: int) -> np.ndarray:
   """float32 alpha in [0, 1]: the region dilated by `grow` px, then box-blurred `blur` px wide."""
@@ -61,3 +63,30 @@ def paste(
   )
   out[inside] = np.clip(np.round(blended[inside]), 0, 255).astype(np.uint8)
   return out
+
+
+def polygon_alpha(polygon_p2: np.ndarray, size: int, grow: int, blur: int) -> np.ndarray:
+  """float32 alpha in [0, 1] of a polygon region, a continuous function of its vertices.
+
+  The same region as `feathered_alpha` of the rasterised polygon (grown by `grow` px, then a
+  linear ramp `blur` px wide, ending where the grown region ends), but computed from each pixel
+  centre's signed distance d to the polygon (negative inside):
+
+      alpha = clip(0.5 + (grow - blur // 2 - d) / blur, 0, 1)
+
+  A rasterised mask turns a sub-pixel move of the polygon into whole pixels switching on or off
+  (and dilation spreads them), so a paste region built from it flickers on a still head; this
+  one moves exactly as much as the polygon does. Pixels at d >= grow - blur // 2 + blur / 2 get
+  alpha 0 exactly, so `paste` leaves them bit-identical to the background.
+  """
+  poly = np.asarray(polygon_p2, np.float64)
+  a, b = poly, np.roll(poly, -1, axis=0)
+  c = np.arange(size, dtype=np.float64) + 0.5
+  px = np.stack(np.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 1, 2)  # (S*S, 1, 2) x, y
+  ab = (b - a)[None]
+  t = np.clip(((px - a[None]) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+  dist = np.linalg.norm(px - (a[None] + t[..., None] * ab), axis=-1).min(axis=1)
+  inside = rasterize_polygon(polygon_p2, size).reshape(-1).astype(bool)
+  d = np.where(inside, -dist, dist).reshape(size, size)
+  alpha = 0.5 + (grow - blur // 2 - d) / max(blur, 1)
+  return np.clip(alpha, 0.0, 1.0).astype(np.float32)

@@ -1,9 +1,17 @@
 """Long sequences through a fixed-length renderer: overlapping windows, blended at the seams.
 
 The renderer sees T frames at a time (its temporal attention is over a window). A sequence of
-N frames is cut into windows of T starting every T - O frames, the last one aligned to the end;
-where windows overlap, their outputs are cross-faded with linear ramps, so there is no jump at a
-seam. `blend_stream` consumes window outputs in order and yields each frame as soon as no later
+N frames is cut into windows of T starting every T - O frames, the last one aligned to the end.
+Where windows overlap, two joins (`SEAMS`):
+
+  centre     each frame is taken whole from the one window in which it lies farthest from that
+             window's edges (ties: the earlier window). Two renders are never mixed, so a mouth
+             that differs between two windows cannot appear twice (ghosting); every frame still
+             has at least O/2 frames of context on both sides inside its window.
+  crossfade  linear ramps over the overlap (the first version): no jump at a seam, but where
+             the two windows' renders differ the blend shows both (ghosting). Right for
+             parameters (expressions), wrong for images.
+ `blend_stream` consumes window outputs in order and yields each frame as soon as no later
 window can touch it: memory holds one window, however long the sequence.
 """
 
@@ -25,8 +33,26 @@ def window_starts(n: int, window: int, overlap: int) -> list[int]:
   return sorted(set(starts))
 
 
-def window_weights(starts: list[int], n: int, window: int) -> np.ndarray:
-  """(num_windows, window) blend weights; for each frame the weights of its windows sum to 1."""
+SEAMS = ("centre", "crossfade")
+
+
+def window_weights(starts: list[int], n: int, window: int, seam: str = "crossfade") -> np.ndarray:
+  """(num_windows, window) blend weights; for each frame the weights of its windows sum to 1
+  (one-hot with seam="centre")."""
+  if seam not in SEAMS:
+    raise ValueError(f"infer.seam must be one of {SEAMS}, got {seam!r}")
+  if seam == "centre":
+    w = np.zeros((len(starts), window), np.float64)
+    for t in range(max(n, 1)):
+      best, best_d = 0, -1
+      for i, s in enumerate(starts):
+        if s <= t < s + window:
+          d = min(t - s, s + window - 1 - t)  # distance to the nearer window edge
+          if d > best_d:
+            best, best_d = i, d
+      w[best, t - starts[best]] = 1.0
+    # frames past n (a single window padded beyond a short sequence) are never emitted
+    return w
   w = np.ones((len(starts), window), np.float64)
   for i in range(1, len(starts)):
     ov = starts[i - 1] + window - starts[i]  # frames shared with the previous window
@@ -58,10 +84,10 @@ def ping_pong(n: int, length: int) -> np.ndarray:
 
 
 def blend_stream(
-  outputs: Iterable[np.ndarray], starts: list[int], n: int, window: int
+  outputs: Iterable[np.ndarray], starts: list[int], n: int, window: int, seam: str = "crossfade"
 ) -> Iterator[np.ndarray]:
-  """Blends window outputs `(window, ...)` (in the order of `starts`) into n frames, in order."""
-  weights = window_weights(starts, n, window)
+  """Joins window outputs `(window, ...)` (in the order of `starts`) into n frames, in order."""
+  weights = window_weights(starts, n, window, seam)
   acc: dict[int, np.ndarray] = {}
   emitted = 0
   for i, (start, out) in enumerate(zip(starts, outputs, strict=True)):

@@ -8,7 +8,13 @@ WORKDIR/metrics.jsonl   one JSON object per line:
     {"event": "end" | "diverged", "step": ...}
 WORKDIR/samples/step_0001000.png   eroded input | shape input | output | target, one row per
                                    frame of the batch's first window
-`jaxtalk plot WORKDIR` draws metrics.jsonl as loss curves (plot_metrics).
+WORKDIR/kernels/step_0001000.npy   stage 2: the adaptive smoothing's per-frame kernels (B, T, K)
+                                   on that sample batch, float32; metrics.jsonl gets a
+    {"event": "kernels", "step": ..., "frames": B*T, "mean": [K], "std": [K], "min": [K],
+     "max": [K], "frame_spread": ...}   record (kernel_summary)
+`jaxtalk plot WORKDIR` draws metrics.jsonl as loss curves (plot_metrics) and, after stage 2,
+the learned kernels as WORKDIR/kernels.png (plot_kernels): the mean kernel over frames with
+its spread (std, min-max) at the last record, and how the spread grew over training.
 """
 
 from __future__ import annotations
@@ -166,6 +172,75 @@ def plot_metrics(metrics_path: str | pathlib.Path, out_png: str | pathlib.Path) 
     ax.legend(fontsize=8)
   for ax in list(axes.flat)[n:]:
     ax.axis("off")
+  fig.tight_layout()
+  out = pathlib.Path(out_png)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Adaptive smoothing kernels.
+
+
+def kernel_summary(weights_btk: np.ndarray) -> dict[str, Any]:
+  """Statistics over frames of per-frame smoothing kernels (B, T, K): per tap the mean, std,
+  min and max, and `frame_spread`, the mean over taps of the std (0 when every frame uses the
+  same kernel: the adaptive smoothing has not (yet) learned to adapt)."""
+  w = np.asarray(weights_btk, np.float64).reshape(-1, np.shape(weights_btk)[-1])
+  std = w.std(axis=0)
+  return {
+    "frames": int(w.shape[0]),
+    "mean": [round(float(v), 6) for v in w.mean(axis=0)],
+    "std": [round(float(v), 6) for v in std],
+    "min": [round(float(v), 6) for v in w.min(axis=0)],
+    "max": [round(float(v), 6) for v in w.max(axis=0)],
+    "frame_spread": float(std.mean()),
+  }
+
+
+def save_kernels(workdir: str | pathlib.Path, step: int, weights_btk: np.ndarray) -> pathlib.Path:
+  path = pathlib.Path(workdir) / "kernels" / f"step_{step:07d}.npy"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.save(path, np.asarray(weights_btk, np.float32))
+  return path
+
+
+def kernel_records(metrics_path: str | pathlib.Path) -> list[dict]:
+  return [r for r in read_metrics(metrics_path) if r.get("event") == "kernels" and "mean" in r]
+
+
+def plot_kernels(metrics_path: str | pathlib.Path, out_png: str | pathlib.Path) -> pathlib.Path:
+  """The learned smoothing kernels of a run (its "kernels" records) to a PNG: left, the mean
+  kernel over frames at the last record, with +-1 std bars and the min-max range per tap;
+  right, the spread over frames (mean std per tap) against the step."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  recs = kernel_records(metrics_path)
+  if not recs:
+    raise ValueError(f"{metrics_path}: no smoothing kernels recorded (stage 2 not reached?)")
+  last = recs[-1]
+  mean, std = np.asarray(last["mean"]), np.asarray(last["std"])
+  lo, hi = np.asarray(last["min"]), np.asarray(last["max"])
+  r = len(mean) // 2
+  taps = np.arange(-r, r + 1)
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+  ax1.bar(taps, mean, color="tab:blue", alpha=0.7, label="mean over frames")
+  ax1.errorbar(taps, mean, yerr=std, fmt="none", ecolor="black", capsize=4, label="+-1 std")
+  ax1.vlines(taps + 0.25, lo, hi, color="tab:red", label="min-max")
+  ax1.set_xticks(taps)
+  ax1.set_xlabel("tap k (frame offset)")
+  ax1.set_title(f"kernel W_t,k at step {last['step']} ({last['frames']} frames)", fontsize=10)
+  ax1.legend(fontsize=8)
+  ax1.grid(alpha=0.3)
+  ax2.plot([x["step"] for x in recs], [x["frame_spread"] for x in recs], "o-", markersize=3)
+  ax2.set_xlabel("step")
+  ax2.set_title("spread over frames (mean std of a tap)", fontsize=10)
+  ax2.grid(alpha=0.3)
   fig.tight_layout()
   out = pathlib.Path(out_png)
   out.parent.mkdir(parents=True, exist_ok=True)

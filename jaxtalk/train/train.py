@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxtalk.data import pipeline as data_lib
 from jaxtalk.data.dataset import FACE_MODEL
@@ -29,7 +30,14 @@ from jaxtalk.errors import ConfigError, JaxtalkError
 from jaxtalk.train import state as state_lib
 from jaxtalk.train import step as step_lib
 from jaxtalk.train.checkpoint import CheckpointError, Checkpoints, check_compatible
-from jaxtalk.train.observe import MetricsLog, progress, save_sample_grid, short
+from jaxtalk.train.observe import (
+  MetricsLog,
+  kernel_summary,
+  progress,
+  save_kernels,
+  save_sample_grid,
+  short,
+)
 from jaxtalk.train.parallel import Runner, fetch, maybe_initialize_distributed, replicate_frozen
 
 STAGES = ("all", "1", "2")
@@ -298,6 +306,23 @@ def train_renderer(
     lambda: runner.state_fn(functools.partial(step_lib.enter_stage2, g_tx=g_tx), abstract),
   )
 
+  smoother = models.smoother.clone(bn_axis_name=None)
+
+  @jax.jit
+  def kernels_of(g_params, g_stats, expression_bte):
+    variables = {"params": g_params["smoothing"]}
+    if g_stats["smoothing"]:
+      variables["batch_stats"] = g_stats["smoothing"]
+    return smoother.apply(variables, expression_bte, train=False, method="weights")
+
+  def record_kernels(step: int, host_batch: Any) -> None:
+    # the per-frame kernels stage 2 smooths with, on this step's batch (observe.py)
+    st = runner.get_state(state)
+    e = np.asarray(host_batch["expression"], np.float32)
+    w = np.asarray(kernels_of(st.g_params, st.g_stats, e.reshape(-1, *e.shape[-2:])))
+    save_kernels(workdir, step, w)
+    log.write({"event": "kernels", "step": step, "stage": 2, **kernel_summary(w)})
+
   def meta(step: int, **extra) -> dict:
     return {
       "kind": "renderer", "step": step, "stage": stage_of(step, s1), "stage1_steps": s1,
@@ -360,6 +385,12 @@ def train_renderer(
         )
         if primary:
           save_sample_grid(workdir / "samples" / f"step_{step:07d}.png", cols)
+      if (
+        primary
+        and stage_n == 2
+        and ((t.sample_every and step % t.sample_every == 0) or step == end)
+      ):
+        record_kernels(step, host_batch)
       if (t.eval_every and step % t.eval_every == 0) or step in (s1, end):
         evaluate(step)
       if (t.ckpt_every and step % t.ckpt_every == 0) or step in (s1, end):
