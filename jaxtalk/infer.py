@@ -104,16 +104,21 @@ def _saved_config(workdir: pathlib.Path) -> dict:
     return ckpt.read_meta().get("config", {})
 
 
-def trained_stage(workdir: pathlib.Path) -> int:
-  """2 when the latest renderer checkpoint took stage-2 steps (its smoothing was trained with
-  the renderer), else 1; from the checkpoint's metadata (step, stage1_steps)."""
-  from jaxtalk.train.checkpoint import Checkpoints
-
-  with Checkpoints(workdir, 1) as ckpt:
-    meta = ckpt.read_meta()
+def stage_from_meta(meta: dict) -> int:
+  """2 when a renderer checkpoint took stage-2 steps (its smoothing was trained with the
+  renderer), else 1: from its metadata's step and stage1_steps. (Its "stage" entry is the stage
+  of the *next* step, 2 already at the boundary checkpoint; used only when those are absent.)"""
   if "step" in meta and "stage1_steps" in meta:
     return 2 if int(meta["step"]) > int(meta["stage1_steps"]) else 1
   return int(meta.get("stage", 1))
+
+
+def trained_stage(workdir: pathlib.Path) -> int:
+  """The stage the latest renderer checkpoint of a workdir was trained through."""
+  from jaxtalk.train.checkpoint import Checkpoints
+
+  with Checkpoints(workdir, 1) as ckpt:
+    return stage_from_meta(ckpt.read_meta())
 
 
 def restore_a2e_state(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> Any:
