@@ -116,9 +116,12 @@ def test_window_seams_jump_no_more_than_inside_a_window(models, background, grid
          for s in starts]  # fmt: skip
   raw = [r.astype(np.float64) for r in raw]
   inside = max(np.abs(np.diff(r, axis=0)).mean(axis=(1, 2, 3)).max() for r in raw)
-  blended = np.stack(list(blend_stream(raw, starts, n, window)))
+  # infer.seam "centre": each frame whole from its most central window (no cross-fade, so no
+  # ghosting); a seam may then differ from the inside of a window by the two windows'
+  # disagreement, bounded here by one grey level (test_stability_trained.py: a trained model)
+  blended = np.stack(list(blend_stream(raw, starts, n, window, cfg.infer.seam)))
   jumps = np.abs(np.diff(blended, axis=0)).mean(axis=(1, 2, 3))
-  assert jumps.max() <= inside + 1e-6
+  assert jumps.max() <= inside + 1.0
   # The streamed generator used by synthesize gives these frames. It batches windows
   # (infer.batch_windows), a different compiled program whose last-bit float differences can
   # flip the generator's uint8 rounding by one level, then rounds the blend: within 1.5.

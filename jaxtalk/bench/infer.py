@@ -59,7 +59,9 @@ def _models(video: str, config: str, overrides: list[str]):
   )  # fmt: skip
   jax.block_until_ready((r_state, a_state))
   del np
-  return infer.Models(cfg, face_model, r_state, a_state, None)
+  # untrained weights: the stage a run of this config would reach (smoothing included in the cost)
+  stage = 2 if cfg.train.stage2_steps > 0 else 1
+  return infer.Models(cfg, face_model, r_state, a_state, None, stage)
 
 
 def _audio(video: str, seconds: float, sample_rate: int):
