@@ -255,6 +255,15 @@ def test_adaptive_weights_positive_normalised_and_batch_stats(tiny):
   shapes = rng.normal(size=(2, 8, 4, 4, 3)).astype(np.float32)
   variables = jax.jit(lambda key: model.init(key, expr, shapes))(jax.random.PRNGKey(0))
   assert set(variables) == {"params", "batch_stats"}
+  # the head starts at zero (every frame: the same Gaussian, test_stability.py); give it the
+  # small non-zero weights training brings, so the weights depend on the frame
+  head = variables["params"]["net"]["Conv_4"]
+  assert not np.asarray(head["kernel"]).any()
+  kernel = rng.normal(size=head["kernel"].shape).astype(np.float32) * 0.3
+  variables = {
+    **variables,
+    "params": {"net": {**variables["params"]["net"], "Conv_4": {**head, "kernel": kernel}}},
+  }
 
   @jax.jit
   def train_step(v):

@@ -90,8 +90,9 @@ def _centroids(alpha_tss: np.ndarray) -> np.ndarray:
 def test_static_head_mask_and_paste_region_hold_still(real_landmarks):
   """A real frame's landmarks repeated with detector-like noise (0.2 px): the head does not
   move, so neither may the mask or the paste region beyond what the noise forces. Filtered,
-  they move 3x less than when rebuilt from raw landmarks per frame, and the paste region's
-  centre moves less than 0.1 px (at 128 px) per frame; with no noise they are identical."""
+  they move 5x less than when rebuilt from raw landmarks per frame (measured: 4.3 vs 30.5 mask
+  pixels switching per frame; paste-region centre 0.04 vs 0.27 px), the paste region's centre
+  under 0.06 px (at 128 px) per frame; with no noise they are identical."""
   size, n = 128, 40
   still = np.repeat(real_landmarks[None], n, 0)
   flt = TrackFilter()
@@ -119,8 +120,8 @@ def test_static_head_mask_and_paste_region_hold_still(real_landmarks):
     )
   flips_raw, centre_raw = moved["none"]
   flips, centre = moved["gaussian"]
-  assert flips * 3 <= flips_raw and centre * 2 <= centre_raw, moved
-  assert centre < 0.1, moved
+  assert flips * 5 <= flips_raw and centre * 4 <= centre_raw, moved
+  assert centre < 0.06, moved
 
 
 def test_paste_changes_only_the_feathered_region():
