@@ -316,12 +316,14 @@ def train_renderer(
     return smoother.apply(variables, expression_bte, train=False, method="weights")
 
   def record_kernels(step: int, host_batch: Any) -> None:
-    # the per-frame kernels stage 2 smooths with, on this step's batch (observe.py)
+    # the per-frame kernels stage 2 smooths with, on this host's batch (observe.py); every
+    # process computes (the state may span processes), process 0 writes
     st = runner.get_state(state)
     e = np.asarray(host_batch["expression"], np.float32)
     w = np.asarray(kernels_of(st.g_params, st.g_stats, e.reshape(-1, *e.shape[-2:])))
-    save_kernels(workdir, step, w)
-    log.write({"event": "kernels", "step": step, "stage": 2, **kernel_summary(w)})
+    if primary:
+      save_kernels(workdir, step, w)
+      log.write({"event": "kernels", "step": step, "stage": 2, **kernel_summary(w)})
 
   def meta(step: int, **extra) -> dict:
     return {
@@ -385,11 +387,7 @@ def train_renderer(
         )
         if primary:
           save_sample_grid(workdir / "samples" / f"step_{step:07d}.png", cols)
-      if (
-        primary
-        and stage_n == 2
-        and ((t.sample_every and step % t.sample_every == 0) or step == end)
-      ):
+      if stage_n == 2 and ((t.sample_every and step % t.sample_every == 0) or step == end):
         record_kernels(step, host_batch)
       if (t.eval_every and step % t.eval_every == 0) or step in (s1, end):
         evaluate(step)
