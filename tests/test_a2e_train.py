@@ -15,6 +15,7 @@ from jaxtalk.config import load_config
 from jaxtalk.data.dataset import DatasetError
 from jaxtalk.data.pipeline import open_data
 from jaxtalk.face.landmark3d import FaceModel
+from jaxtalk.models.audio2expression import Audio2Expression
 from jaxtalk.train.a2e_step import a2e_loss, augment_audio, mouth_basis
 from jaxtalk.train.a2e_train import LossParams, train_a2e, training_clips
 from jaxtalk.train.observe import read_metrics
@@ -146,3 +147,27 @@ def test_recorded_split_is_respected(tmp_path):
   # A different --holdout than the recorded one is a clear error, not a silent re-split.
   with pytest.raises(DatasetError, match="records a holdout of 0.3, not 0.2"):
     training_clips(open_data(ds), 0.2)
+
+
+def test_deltas_of_a_steady_sound_are_zero():
+  """With a log-mel constant along each window's time axis the deltas are 0, so the deltas
+  model equals a plain model whose first layer is the deltas model's first half of rows."""
+  kw = dict(expression_dim=4, dim=16, depth=1, num_heads=2, max_frames=8, audio_channels=8)
+  with_d, plain = Audio2Expression(**kw, deltas=True), Audio2Expression(**kw)
+  rng = np.random.default_rng(3)
+  steady = np.repeat(rng.normal(size=(1, 5, 1, 6)), 20, axis=2).astype(np.float32)
+  params = with_d.init(jax.random.key(0), steady)["params"]
+  enc = params["audio"]["Dense_0"]
+  assert enc["kernel"].shape == (12, 8)  # 6 mel bins + 6 deltas
+  cut = jax.tree.map(lambda x: x, params)
+  cut["audio"]["Dense_0"] = {"kernel": enc["kernel"][:6], "bias": enc["bias"]}
+  np.testing.assert_allclose(
+    np.asarray(with_d.apply({"params": params}, steady)),
+    np.asarray(plain.apply({"params": cut}, steady)),
+    rtol=1e-5, atol=1e-6,
+  )  # fmt: skip
+  # A changing sound: the deltas half matters.
+  moving = rng.normal(size=(1, 5, 20, 6)).astype(np.float32)
+  assert not np.allclose(
+    with_d.apply({"params": params}, moving), plain.apply({"params": cut}, moving), atol=1e-4
+  )
