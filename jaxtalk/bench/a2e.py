@@ -25,6 +25,7 @@ Prints a table, writes `--json` and `--plot` (predicted vs fitted aperture over 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import tempfile
@@ -37,6 +38,7 @@ from jaxtalk import infer
 from jaxtalk.bench.machine import describe
 from jaxtalk.config import load_config
 from jaxtalk.data.pipeline import open_data
+from jaxtalk.errors import JaxtalkError
 from jaxtalk.io.audio import read_audio
 from jaxtalk.metrics.articulation import articulation, audio_envelope, mouth_aperture, sync_offset
 from jaxtalk.train.a2e_train import train_a2e, training_clips
@@ -88,39 +90,69 @@ def _source_envelope(ds, name: str, n_frames: int, start: int, cfg) -> np.ndarra
 
 
 def evaluate_heldout(cfg, ds, a2e_state, holdout: float | None, max_shift: int = 10) -> dict:
-  """Figures of a trained a2e on the held-out frames of every clip of `ds` (concatenated over
-  clips for the std/correlation figures; the sync offset per clip, then frame-weighted)."""
-  fm = ds.face_model()
-  size = ds.image_size
+  """Figures of a trained a2e on the held-out frames of every clip of `ds`: its predictions
+  from the held-out audio (as inference makes them) against the fitted expressions."""
   models = types.SimpleNamespace(config=cfg, a2e_state=a2e_state)
-  preds, fits, ap_pred, ap_fit, per_clip = [], [], [], [], []
+  parts = []
   for c in training_clips(ds, holdout):
     start, n = c.usable_frames, c.num_frames - c.usable_frames
     if n <= 0:
       continue
     clip = ds.clip(c.name)
-    pred_ne = infer.predict_expressions(models, np.asarray(clip["audio"][start:]))
-    fit_ne = np.asarray(clip["expression"][start:], np.float32)
-    pose_n6 = np.asarray(clip["pose"][start:], np.float64)
-    lm_pred = np.stack([fm.project(e, p, size) for e, p in zip(pred_ne, pose_n6)])
-    lm_fit = np.stack([fm.project(e, p, size) for e, p in zip(fit_ne, pose_n6)])
+    parts.append(
+      HeldOut(
+        clip=c.name,
+        first_frame=start,
+        pred_ne=infer.predict_expressions(models, np.asarray(clip["audio"][start:])),
+        fit_ne=np.asarray(clip["expression"][start:], np.float32),
+        pose_n6=np.asarray(clip["pose"][start:], np.float64),
+        envelope_n=_source_envelope(ds, c.name, n, start, cfg),
+      )
+    )
+  if not parts:
+    raise JaxtalkError(
+      f"{ds.path}: no held-out frames (the dataset records no split: give --holdout)"
+    )
+  return heldout_figures(parts, ds.face_model(), ds.image_size, ds.fps, max_shift)
+
+
+@dataclasses.dataclass
+class HeldOut:
+  """One clip's held-out frames: predicted and fitted expressions, head pose, audio envelope
+  (None when the source audio is not available)."""
+
+  clip: str
+  first_frame: int
+  pred_ne: np.ndarray
+  fit_ne: np.ndarray
+  pose_n6: np.ndarray
+  envelope_n: np.ndarray | None
+
+
+def heldout_figures(
+  parts: list[HeldOut], face_model, size: int, fps: float, max_shift: int = 10
+) -> dict:
+  """Component std ratio / correlation and aperture ratio / correlation over all clips'
+  held-out frames (concatenated); the sync offsets per clip, then frame-weighted."""
+  preds, fits, ap_pred, ap_fit, per_clip = [], [], [], [], []
+  for h in parts:
+    n = h.fit_ne.shape[0]
+    lm_pred = np.stack([face_model.project(e, p, size) for e, p in zip(h.pred_ne, h.pose_n6)])
+    lm_fit = np.stack([face_model.project(e, p, size) for e, p in zip(h.fit_ne, h.pose_n6)])
     a_pred, a_fit = mouth_aperture(lm_pred), mouth_aperture(lm_fit)
-    entry = {"clip": c.name, "first_heldout_frame": start, "frames": n}
-    env = _source_envelope(ds, c.name, n, start, cfg)
-    if env is not None and n >= 2 * max_shift + 8:
-      entry["sync_offset_frames"], entry["sync_confidence"] = sync_offset(
-        a_pred, env, max_shift, ds.fps
-      )
-      entry["real_sync_offset_frames"], entry["real_sync_confidence"] = sync_offset(
-        a_fit, env, max_shift, ds.fps
-      )
+    entry = {"clip": h.clip, "first_heldout_frame": h.first_frame, "frames": n}
+    if h.envelope_n is not None and n >= 2 * max_shift + 8:
+      off, conf = sync_offset(a_pred, h.envelope_n, max_shift, fps)
+      real_off, real_conf = sync_offset(a_fit, h.envelope_n, max_shift, fps)
+      entry.update(
+        sync_offset_frames=off, sync_confidence=conf,
+        real_sync_offset_frames=real_off, real_sync_confidence=real_conf,
+      )  # fmt: skip
     per_clip.append(entry)
-    preds.append(pred_ne)
-    fits.append(fit_ne)
+    preds.append(h.pred_ne)
+    fits.append(h.fit_ne)
     ap_pred.append(a_pred)
     ap_fit.append(a_fit)
-  if not preds:
-    raise SystemExit("jaxtalk bench a2e: no held-out frames (give --holdout for this dataset)")
   pred_ne, fit_ne = np.concatenate(preds), np.concatenate(fits)
   comps = _component_stats(pred_ne, fit_ne)
   art = articulation(np.concatenate(ap_pred), np.concatenate(ap_fit))
