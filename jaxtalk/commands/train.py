@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
   for name, help_text in (
     ("renderer", "the renderer: stage 1 (renderer alone), then stage 2 (with adaptive smoothing)"),
-    ("a2e", "audio2expression (L2 + velocity loss on expressions)"),
+    ("a2e", "audio2expression (expression + mouth-landmark losses, audio augmentation)"),
   ):
     p = sub.add_parser(name, help=help_text, description=help_text)
     add_config_arguments(p)
