@@ -145,7 +145,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.a2e_train.velocity_weight = 1.0
   c.a2e_train.adam_b1 = 0.9
   c.a2e_train.adam_b2 = 0.999
-  c.a2e_train.max_seconds = 0.0  # wall-clock budget of one train_a2e call; 0 = none
 
   # Inference (jaxtalk/infer.py).
   c.infer = ml_collections.ConfigDict()

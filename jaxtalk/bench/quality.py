@@ -6,11 +6,11 @@ rest from its own audio, and score it against the real held-out frames.
 Stages (each skipped when done, recorded in OUT/quality_state.json, so an interrupted run
 resumes; a training stage that was cut off resumes from its last checkpoint with its whole
 budget again):
-  1. split      the last `--holdout` of the clip's frames (at data.fps) is held out:
-                OUT/real.mp4 = those frames and their audio, OUT/train.mp4 = the rest
-  2. crop size  data.image_size from the face size (data.image_size_range, configs/cpu.py)
-  3. preprocess OUT/train.mp4 -> OUT/dataset (held-out frames never enter the dataset; the
-                split is recorded in OUT/dataset/holdout.json and checked before training)
+  1. crop size  data.image_size from the face size (data.image_size_range, configs/cpu.py)
+  2. preprocess VIDEO -> OUT/dataset with data.holdout = --holdout: the dataset records the
+                split (the last fraction of the frames, by time) and the training pipeline
+                reads only the frames before it (checked here before training)
+  3. held out   OUT/real.mp4 = the held-out frames and their audio
   4. train      audio2expression (A2E_SHARE of the budget), then the renderer: stage 1 for 5/6
                 of the rest, stage 2 (adaptive smoothing) for 1/6 (the paper's 100 + 20 epochs),
                 each stopped by wall clock (train.max_seconds / a2e_train.max_seconds)
@@ -41,6 +41,7 @@ from jaxtalk.ablate import VARIANTS, variant_config
 from jaxtalk.cli import add_config_arguments
 from jaxtalk.config import apply_overrides, load_config
 from jaxtalk.data.dataset import open_dataset
+from jaxtalk.data.pipeline import list_clips, split_segments
 from jaxtalk.data.preprocess import preprocess
 from jaxtalk.errors import JaxtalkError
 from jaxtalk.face.cache import video_track
@@ -58,7 +59,6 @@ from jaxtalk.train.train import train_renderer
 A2E_SHARE = 0.15  # audio2expression is ~100x cheaper per step than the renderer
 STAGE2_SHARE = 1 / 6  # the paper's schedule: 100 epochs stage 1, 20 epochs stage 2
 BIG = 10**7  # step counts "without end": the wall-clock budget stops the loops
-HOLDOUT_FILE = "holdout.json"
 # quality.json headline keys -> evaluate()'s record keys
 HEADLINE = {
   "msi_lip_ratio": "msi_lip_ratio",
@@ -123,30 +123,40 @@ class State:
     self.path.write_text(json.dumps(self.data, indent=2) + "\n")
 
 
-def split_clip(video: pathlib.Path, out: pathlib.Path, holdout: float, cfg) -> dict:
-  """Writes out/train.mp4 (first frames) and out/real.mp4 (the held-out end), audio cut at the
-  same instant; returns the split (frames counted at data.fps)."""
+def heldout_split(dataset: pathlib.Path) -> dict:
+  """The holdout split the dataset recorded for its one source (data.holdout at preprocess):
+  frames [0, cut) may train, [cut, frames) are held out (frames counted at data.fps)."""
+  ds = open_dataset(dataset)
+  sources = ds.manifest.get("sources", {})
+  if len(sources) != 1 or not ds.holdout:
+    raise JaxtalkError(f"{dataset}: expected one source with a holdout split")
+  ((name, info),) = sources.items()
+  cut, n = int(info["holdout_cut"]), int(info["frames"])
+  return {"source": info.get("path", name), "fps": ds.fps, "frames": n, "holdout": ds.holdout,
+          "train_frames": [0, cut], "heldout_frames": [cut, n]}  # fmt: skip
 
-  if not 0 < holdout < 1:
-    raise JaxtalkError(f"--holdout must be in (0, 1), got {holdout}")
+
+def write_heldout(video: pathlib.Path, out: pathlib.Path, split: dict, cfg) -> int:
+  """out/real.mp4: the held-out frames [cut, frames) of `video` (at data.fps) and their audio,
+  cut at the same instant; returns the frames written (the audio may end a little earlier)."""
   fps, sr = float(cfg.data.fps), int(cfg.data.sample_rate)
+  cut, n = split["heldout_frames"]
   frames = read_frames(video, fps)
   samples = read_audio(video, sr)
-  n = min(len(frames), int(len(samples) * fps / sr))
-  n_hold = int(round(holdout * n))
-  cut = n - n_hold
-  if n_hold < 2 * int(cfg.infer.window) or cut < 4 * int(cfg.train.seq_len):
-    raise JaxtalkError(
-      f"{video}: {n} frames at {fps:g} fps are too few to hold out {holdout:g} (train {cut}, "
-      f"held out {n_hold})"
-    )
-  s_cut, s_end = int(round(cut * sr / fps)), int(round(n * sr / fps))
-  write_video(out / "train.mp4", frames[:cut], fps, samples[:s_cut], sr)
-  write_video(out / "real.mp4", frames[cut:n], fps, samples[s_cut:s_end], sr)
-  return {
-    "source": str(video), "fps": fps, "frames": n, "train_frames": [0, cut],
-    "heldout_frames": [cut, n], "holdout": holdout,
-  }  # fmt: skip
+  n = min(n, len(frames), int(len(samples) * fps / sr))
+  if n - cut < 2 * int(cfg.infer.window):
+    raise JaxtalkError(f"{video}: only {n - cut} held-out frames; raise --holdout")
+  s0, s1 = int(round(cut * sr / fps)), int(round(n * sr / fps))
+  return write_video(out / "real.mp4", frames[cut:n], fps, samples[s0:s1], sr)
+
+
+def training_extent(dataset: pathlib.Path, seq_len: int, val_fraction: float) -> int:
+  """One past the last source frame any training or validation window can read, from the
+  dataset's own split as the training pipeline applies it (jaxtalk.data.pipeline)."""
+  ds = open_dataset(dataset)
+  train, val, _ = split_segments(list_clips(ds), val_fraction, seq_len)
+  first = {n: int(ds.manifest["clips"][n]["first_frame"]) for n in ds.clip_names}
+  return max(first[s.clip] + s.stop for s in [*train, *val])
 
 
 def choose_image_size(video: pathlib.Path, cfg) -> int:
@@ -158,18 +168,6 @@ def choose_image_size(video: pathlib.Path, cfg) -> int:
   track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps)
   box = stable_crop_box(track.boxes_t4, track.found_t, float(cfg.data.crop_scale))
   return image_size_for(box.side, tuple(size_range))
-
-
-def check_holdout(dataset: pathlib.Path, split: dict) -> None:
-  """The dataset holds exactly the training frames (raises JaxtalkError otherwise)."""
-
-  recorded = json.loads((dataset / HOLDOUT_FILE).read_text())
-  ds = open_dataset(dataset)
-  n_train = split["train_frames"][1] - split["train_frames"][0]
-  if recorded["heldout_frames"] != split["heldout_frames"] or ds.total_frames > n_train:
-    raise JaxtalkError(
-      f"{dataset}: holds {ds.total_frames} frames but only {n_train} are training frames"
-    )
 
 
 def train_models(cfg, dataset: pathlib.Path, model: pathlib.Path, seconds: float, state: State,
@@ -302,26 +300,26 @@ def run_quality(video, out_dir, cfg, *, holdout: float = 0.2, minutes: float = 2
     state.data["seconds"] = timings
     return result
 
-  if not state.done("split"):
-    say(f"[quality] split {video.name}: the last {holdout:.0%} held out")
-    state.finish("split", stage("split", lambda: split_clip(video, out, holdout, cfg)))
-  split = state.get("split")
-  say(f"[quality] train frames {split['train_frames']}, held-out frames {split['heldout_frames']}")
-
   if not state.done("image_size"):
     state.finish("image_size", choose_image_size(video, cfg))
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.data.image_size = int(state.get("image_size"))
+  cfg.data.holdout = float(holdout)
   cfg.lock()
   say(f"[quality] crop size {cfg.data.image_size} (config {cfg.name})")
 
   if not state.done("preprocess"):
-    say("[quality] preprocess the training part")
-    stage("preprocess", lambda: preprocess([out / "train.mp4"], dataset, cfg, face_model=KIND,
+    say(f"[quality] preprocess {video.name}, the last {holdout:.0%} held out")
+    stage("preprocess", lambda: preprocess([video], dataset, cfg, face_model=KIND,
                                            progress=progress))  # fmt: skip
-    (dataset / HOLDOUT_FILE).write_text(json.dumps(split, indent=2) + "\n")
-    state.finish("preprocess")
-  check_holdout(dataset, split)
+    state.finish("preprocess", heldout_split(dataset))
+  split = state.get("preprocess")
+  extent = training_extent(dataset, int(cfg.train.seq_len), float(cfg.train.val_fraction))
+  if extent > split["heldout_frames"][0]:  # the pipeline's guarantee, checked before training
+    raise JaxtalkError(f"{dataset}: training would read frame {extent - 1}, past the holdout cut")
+  say(f"[quality] train frames {split['train_frames']}, held-out frames {split['heldout_frames']}")
+  if not state.done("real"):
+    state.finish("real", write_heldout(video, out, split, cfg))
 
   steps = stage("train", lambda: train_models(cfg, dataset, model, seconds, state, "",
                                               progress, say))  # fmt: skip

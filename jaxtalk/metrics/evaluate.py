@@ -134,8 +134,16 @@ def _lip_sync(path: str, landmarks_tn2: np.ndarray, fps: float, config) -> dict:
     return {"offset": None, "confidence": None, "status": f"unavailable: {e}"}
   aperture_t = mouth_aperture(landmarks_tn2)
   envelope_t = audio_envelope(samples, int(config.data.sample_rate), fps, len(aperture_t))
-  offset, confidence = sync_offset(aperture_t, envelope_t, max_shift=SYNC_MAX_SHIFT)
+  try:
+    offset, confidence = sync_offset(aperture_t, envelope_t, max_shift=SYNC_MAX_SHIFT)
+  except JaxtalkError as e:  # e.g. a clip too short for the lags searched
+    return {"offset": None, "confidence": None, "status": f"unavailable: {e}"}
   return {"offset": int(offset), "confidence": float(confidence), "status": "ok"}
+
+
+def _finite(x) -> float | None:
+  """A float for the JSON record; None for NaN (e.g. the ratio to a reference that never moves)."""
+  return float(x) if x is not None and np.isfinite(x) else None
 
 
 def _articulation(pred: str, pred_track, ref: str | None, ref_track, n_paired: int, fps: float,
@@ -155,7 +163,9 @@ def _articulation(pred: str, pred_track, ref: str | None, ref_track, n_paired: i
     mouth_aperture(pred_track.landmarks_tn2[:n_paired]),
     mouth_aperture(ref_track.landmarks_tn2[:n_paired]),
   )
-  out.update(aperture_ratio=float(art["aperture_ratio"]), aperture_corr=float(art["aperture_corr"]))
+  out.update(
+    aperture_ratio=_finite(art["aperture_ratio"]), aperture_corr=_finite(art["aperture_corr"])
+  )
   ref_sync = _lip_sync(ref, ref_track.landmarks_tn2, fps, config)
   out.update(ref_sync_offset_frames=ref_sync["offset"], ref_sync_confidence=ref_sync["confidence"])
   ref_msi = msi_from_config(ref_track.landmarks_tn2, config.msi)

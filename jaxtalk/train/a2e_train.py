@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import time
 from typing import Any
 
 import jax
@@ -32,7 +31,6 @@ from jaxtalk.train.train import (
   compiled,
   config_json,
   open_workdir,
-  out_of_time,
   program_key,
   runner_key,
   stop_diverged,
@@ -48,7 +46,6 @@ def train_a2e(
   show_progress: bool = True,
   parallel: str | None = None,
 ) -> RunResult:
-  started = time.perf_counter()  # a2e_train.max_seconds > 0: wall-clock budget of this call
   a, t = cfg.a2e_train, cfg.train
   maybe_initialize_distributed(cfg)
   primary = jax.process_index() == 0
@@ -183,11 +180,6 @@ def train_a2e(
         evaluate(step)
       if (t.ckpt_every and step % t.ckpt_every == 0) or step == end:
         ckpt.save(step, runner.get_state(state), data_iter, meta(step))
-      if out_of_time(started, a.max_seconds):
-        say(f"step {step}: time budget of {a.max_seconds:g} s reached; stopping here")
-        if step != end and not (t.eval_every and step % t.eval_every == 0):
-          evaluate(step)  # inference prefers the best-validation checkpoint: score the last step
-        break
     if metrics is not None:
       last = fetch(metrics)
       if last["bad_step"] >= 0:
