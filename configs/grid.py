@@ -96,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.a2e.mlp_ratio = 4.0
   c.model.a2e.max_frames = 512
   c.model.a2e.audio_channels = 128  # width of the per-frame log-mel window encoder
+  # -- added by issue 15 (audio2expression that articulates; docs/benchmarks.md) --
+  c.model.a2e.deltas = False  # the encoder also sees the log-mel's time differences
+  c.model.a2e.dropout = 0.0  # on the frame tokens while training
 
   # Training (jaxtalk/train).
   c.train = ml_collections.ConfigDict()
@@ -145,6 +148,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.a2e_train.velocity_weight = 1.0
   c.a2e_train.adam_b1 = 0.9
   c.a2e_train.adam_b2 = 0.999
+  # -- added by issue 15 (jaxtalk/train/a2e_step.py; measured in docs/benchmarks.md) --
+  c.a2e_train.l2_weight = 1.0  # L2 on the expression coefficients
+  c.a2e_train.mouth_weight = 0.0  # L2 on the face model's mouth landmarks and their velocity
+  c.a2e_train.corr_weight = 0.0  # 1 - correlation over time of the mouth landmarks
+  c.a2e_train.std_weight = 0.0  # |log std ratio| over time of the mouth landmarks
+  c.a2e_train.aug_gain_db = 0.0  # random gain in +- dB
+  c.a2e_train.aug_noise_prob = 0.0  # share of sequences with added noise
+  c.a2e_train.aug_noise_snr_db = 20.0  # its level below the mean power (+- 5 dB)
+  c.a2e_train.aug_stretch = 0.0  # time stretch of each log-mel window by 1 +- this
+  c.a2e_train.max_minutes = 0.0  # wall-clock budget of a2e training (0: steps only)
 
   # Inference (jaxtalk/infer.py).
   c.infer = ml_collections.ConfigDict()

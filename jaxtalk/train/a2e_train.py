@@ -3,24 +3,34 @@ from the renderer:
 
     jaxtalk train a2e --config configs/grid.py --data DATASET --workdir W [--resume]
 
-Windows of a2e_train.seq_len frames of (audio, expression) only; loss = L2 on expressions +
-a2e_train.velocity_weight * L2 on their frame-to-frame differences. Validation is held out by
-clip (the tail of the clip when there is only one, see pipeline.split_segments). Logistics
+Windows of a2e_train.seq_len frames of (audio, expression) only; the loss and the audio
+augmentation are in jaxtalk/train/a2e_step.py (L2 on expressions and their velocity, plus the
+mouth-landmark, correlation and amplitude terms that keep it from predicting the mean).
+Only each clip's training frames take part (the dataset's holdout split, or `holdout=` for a
+dataset made without one): validation, hence the best checkpoint, comes from the training
+frames too (held out by clip, or the tail of the training part when there is one clip, see
+pipeline.split_segments). `a2e_train.max_minutes` (> 0) stops at a wall-clock budget. Logistics
 (workers, log/eval/checkpoint intervals, keep, val_fraction, mesh, parallel) come from train.*.
 Same checkpoints, metrics log and exact resume as the renderer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import pathlib
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxtalk.data import pipeline as data_lib
+from jaxtalk.data.dataset import DatasetError
+from jaxtalk.train import a2e_step
 from jaxtalk.train import state as state_lib
-from jaxtalk.train import step as step_lib
 from jaxtalk.train.checkpoint import Checkpoints, check_compatible
 from jaxtalk.train.observe import MetricsLog, progress, short
 from jaxtalk.train.parallel import Runner, fetch, maybe_initialize_distributed
@@ -45,7 +55,13 @@ def train_a2e(
   resume: bool = False,
   show_progress: bool = True,
   parallel: str | None = None,
+  holdout: float | None = None,
 ) -> RunResult:
+  """Trains audio2expression on the training frames of `data_dir` into `workdir`.
+
+  `holdout`: for a dataset preprocessed without a holdout split, hold out the last fraction of
+  each clip here (a dataset's recorded split always wins; the two must agree when both are
+  given)."""
   a, t = cfg.a2e_train, cfg.train
   maybe_initialize_distributed(cfg)
   primary = jax.process_index() == 0
@@ -60,9 +76,8 @@ def train_a2e(
   # -- data -------------------------------------------------------------------------------
   ds = data_lib.open_data(data_dir)
   check_dataset(ds, cfg)
-  train_segs, val_segs, split_note = data_lib.split_segments(
-    data_lib.list_clips(ds), t.val_fraction, a.seq_len
-  )
+  clips = training_clips(ds, holdout)
+  train_segs, val_segs, split_note = data_lib.split_segments(clips, t.val_fraction, a.seq_len)
   train_src = data_lib.WindowSource(ds, train_segs, a.seq_len, data_lib.A2E_KEYS)
   data_iter = iter(
     data_lib.train_dataset(
@@ -82,7 +97,7 @@ def train_a2e(
   tx = state_lib.a2e_tx(cfg)
   init_key, run_key = state_lib.make_keys(cfg.seed)
   if t.audio_norm:
-    mean, std = data_lib.audio_stats(ds, sorted({s.clip for s in train_segs}))
+    mean, std = training_audio_stats(ds, train_segs)
     data_stats = {"audio_mean": mean, "audio_std": std}
   else:
     data_stats = state_lib.default_data_stats(cfg.data.n_mels)
@@ -122,12 +137,14 @@ def train_a2e(
 
   # -- step -------------------------------------------------------------------------------
   ckey = (program_key(cfg_json), runner_key(runner))
+  face_model = ds.face_model() if ds.face_model_kind == "landmark3d" else None
+  basis = jnp.asarray(a2e_step.mouth_basis(face_model, cfg.data.expression_dim))
+  hp = loss_params(a)
   train_fn = functools.partial(
-    step_lib.a2e_train_step, model=model, tx=tx, velocity_weight=a.velocity_weight,
-    audio_norm=t.audio_norm,
-  )  # fmt: skip
+    a2e_step.a2e_train_step, model=model, tx=tx, hp=hp, basis_ek=basis, audio_norm=t.audio_norm
+  )
   eval_fn = functools.partial(
-    step_lib.a2e_eval_step, model=model, velocity_weight=a.velocity_weight, audio_norm=t.audio_norm
+    a2e_step.a2e_eval_step, model=model, hp=hp, basis_ek=basis, audio_norm=t.audio_norm
   )
   train_step = compiled(
     ("a2e_step", *ckey),
@@ -161,8 +178,14 @@ def train_a2e(
   # -- loop -------------------------------------------------------------------------------
   bar = progress(end, start, "a2e", enabled=show_progress and primary)
   step, metrics, last = start, None, {}
+  budget_s = 60.0 * float(a.get("max_minutes", 0.0) or 0.0)
+  started = time.monotonic()
   try:
     while step < end:
+      if budget_s and step > start and time.monotonic() - started > budget_s:
+        say(f"wall-clock budget of {budget_s / 60:g} min reached at step {step}")
+        evaluate(step)
+        break
       batch = runner.put_batch(next(data_iter))
       prev = metrics
       state, metrics = train_step(state, batch, None)
@@ -193,6 +216,66 @@ def train_a2e(
   log.write({"event": "end", "step": step, "best_val": best})
   say(f"done at step {step}; checkpoints in {ckpt.workdir / 'checkpoints'}")
   return RunResult(step, workdir, best, False, last)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossParams:
+  """The a2e_train weights the step reads (hashable: a static argument of the jitted step)."""
+
+  l2_weight: float = 1.0
+  velocity_weight: float = 1.0
+  mouth_weight: float = 0.0
+  corr_weight: float = 0.0
+  std_weight: float = 0.0
+  aug_gain_db: float = 0.0
+  aug_noise_prob: float = 0.0
+  aug_noise_snr_db: float = 20.0
+  aug_stretch: float = 0.0
+
+
+def loss_params(a2e_train: Any) -> LossParams:
+  """LossParams from a config's a2e_train section (keys it lacks keep the defaults: the loss
+  of configs written before issue 15 is L2 + velocity)."""
+  return LossParams(
+    **{f.name: float(a2e_train.get(f.name, f.default)) for f in dataclasses.fields(LossParams)}
+  )
+
+
+def training_clips(ds: Any, holdout: float | None = None) -> list[data_lib.ClipInfo]:
+  """The dataset's clips with their training frame counts: the recorded holdout split, or the
+  first 1 - `holdout` of each clip when the dataset has none."""
+  clips = data_lib.list_clips(ds)
+  if holdout is None or holdout <= 0:
+    return clips
+  if not 0 < holdout < 1:
+    raise DatasetError(f"holdout must be in [0, 1), got {holdout}")
+  if ds.holdout > 0:
+    if abs(ds.holdout - holdout) > 1e-9:
+      raise DatasetError(
+        f"{ds.path}: the dataset records a holdout of {ds.holdout:g}, not {holdout:g}; "
+        "leave --holdout out or preprocess again"
+      )
+    return clips
+  return [
+    dataclasses.replace(c, train_frames=c.num_frames - math.ceil(holdout * c.num_frames))
+    for c in clips
+  ]
+
+
+def training_audio_stats(ds: Any, train_segs: list) -> tuple[Any, Any]:
+  """Log-mel mean/std per bin over the training segments' frames only (their audio windows):
+  no held-out frame (the dataset's split or `holdout=`) enters the standardisation."""
+  total = total_sq = None
+  count = 0
+  for s in train_segs:
+    x = np.asarray(ds.clip(s.clip)["audio"][s.start : s.stop], np.float64)
+    x = x.reshape(-1, x.shape[-1])
+    total = x.sum(0) if total is None else total + x.sum(0)
+    total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
+    count += x.shape[0]
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+  return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
 
 def restore_a2e_params(
