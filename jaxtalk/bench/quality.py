@@ -13,7 +13,7 @@ budget again):
   3. held out   OUT/real.mp4 = the held-out frames and their audio
   4. train      audio2expression (A2E_SHARE of the budget), then the renderer: stage 1 for 5/6
                 of the rest, stage 2 (adaptive smoothing) for 1/6 (the paper's 100 + 20 epochs),
-                each stopped by wall clock (train.max_seconds / a2e_train.max_seconds)
+                each stopped by wall clock (train.max_seconds / a2e_train.max_minutes)
   5. synthesise OUT/generated.mp4: the held-out audio over the held-out frames as background
   6. score      OUT/slice.png, OUT/frames.png (face crops, real | generated), OUT/quality.json
                 (jaxtalk.metrics.evaluate against OUT/real.mp4, plus the headline keys)
@@ -186,7 +186,9 @@ def train_models(cfg, dataset: pathlib.Path, model: pathlib.Path, seconds: float
   if a2e:
     if not state.done(f"{prefix}a2e"):
       say(f"[quality] {prefix}train audio2expression for {seconds * A2E_SHARE:.0f} s")
-      c = with_budget([f"a2e_train.steps={BIG}", f"a2e_train.max_seconds={seconds * A2E_SHARE}"])
+      c = with_budget(
+        [f"a2e_train.steps={BIG}", f"a2e_train.max_minutes={seconds * A2E_SHARE / 60.0}"]
+      )
       r = train_a2e(c, dataset, model / "a2e", resume=True, show_progress=progress)
       state.finish(f"{prefix}a2e", {"steps": r.step})
     steps["a2e_steps"] = state.get(f"{prefix}a2e")["steps"]
