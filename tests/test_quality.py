@@ -184,8 +184,9 @@ def test_frozen_mouth_is_not_rewarded(known):
   rec = evaluate(folder / "frozen.mp4", known["ref"], cfg)
   # A frozen mouth has a "perfect" MSI, far above the real clip's ...
   assert rec["msi_lip_ratio"] > 2
-  # ... and articulation beside it says the mouth does not move.
-  assert rec["aperture_ratio"] < 0.05
+  # ... and articulation beside it says the mouth does not move (what is left is the tracker's
+  # landmark noise on identical frames, ~8 % of the real clip's aperture std).
+  assert rec["aperture_ratio"] < 0.2
   assert abs(rec["aperture_corr"] or 0.0) < 0.2
   # The crop box is the reference's, so the frozen frame scores below 1 inside it.
   assert rec["ssim"] < 0.99
