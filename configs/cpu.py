@@ -6,16 +6,16 @@ onto a large face blurs the mouth. `data.image_size_range = (lo, hi)` is the rul
 preprocessing (jaxtalk.face.crop.image_size_for, called by `jaxtalk bench quality`): the crop's
 side in source pixels (data.crop_scale x the median tracked face box), rounded down to a multiple
 of 32, clipped to [lo, hi]. lo = 128 keeps the teeth and lip edges (the tiny config's 64 loses
-them). hi = 128 here: a 256 crop costs ~4x the renderer's step time, and at 20 CPU minutes the
-128 renderer already gets only a few hundred steps; raise it (`--set
+them). hi = 128 here: a 256 crop costs ~4x the renderer's step time, and in 15 minutes on the loaded
+shared CPU the 128 renderer got only 18 steps (docs/benchmarks.md); raise it (`--set
 data.image_size_range="(128, 256)"`) when the budget allows. `data.image_size` is the value used
 when no clip is at hand (the rule then has nothing to measure).
 
 Widths and depths: 4x the tiny renderer's channels at 2x its crop (encoder 16 -> 32 -> 64, 2
 residual blocks, a 2-block transformer of 128-d tokens over 4x4 patches): 1.6 M generator
-parameters, sized so that a stage-1 step (B=2, T=6, 128x128) stays near a second on an idle
-2-core CPU. The measured sweep is in docs/benchmarks.md ("Issue 9/13: honest quality"); it is
-smaller than planned because the shared machine ran at load ~20 (see there).
+parameters, the narrowest candidate of the sweep (B=2, T=6, 128x128). The measured sweep is in
+docs/benchmarks.md ("Issue 9/13: honest quality"); it is smaller than planned because the
+shared machine ran at load ~20 (see there).
 audio2expression keeps the grid (paper) settings (branch a2e's new loss terms are off by
 default there and their recommended values were not committed when this was written).
 
