@@ -143,6 +143,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.erosion_per_frame = False  # morph/shift/rotate drawn per frame instead of per window
   c.train.eval_batches = 8  # validation batches per evaluation (fixed, evenly spread windows)
   c.train.audio_norm = True  # standardise log-mel per bin with training-clip statistics
+  # -- added with `jaxtalk bench quality` (issue 9) --
+  c.train.max_seconds = 0.0  # wall-clock budget of one train_renderer call; 0 = none
 
   c.a2e_train = ml_collections.ConfigDict()
   c.a2e_train.seq_len = 64

@@ -412,7 +412,7 @@ def test_cli_info_and_preview(dataset_dir, tmp_path, capsys):
   png = tmp_path / "preview.png"
   assert main(["dataset", "preview", str(dataset_dir), "-o", str(png), "--per-clip", "2"]) == 0
   image = cv2.imread(str(png))
-  assert image.shape == (4 * 64, 4 * 64, 3)
+  assert image.shape == (4 * 256, 4 * 256, 3)  # 64 px crops shown 4x (>= 256 px per panel)
   mp4 = tmp_path / "preview.mp4"
   assert main(["dataset", "preview", str(dataset_dir), "-o", str(mp4), "--frames", "5"]) == 0
   assert len(read_frames(mp4)) == 10

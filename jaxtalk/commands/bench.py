@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
   "preprocess": "jaxtalk.bench.preprocess",
   "train": "jaxtalk.bench.train",
   "a2e": "jaxtalk.bench.a2e",
+  "quality": "jaxtalk.bench.quality",
 }
 
 

@@ -2,7 +2,8 @@
 
 info: clips, frames, fps, size, face-model fit quality, dropped frames, disk size.
 preview: a picture (.png) or video (.mp4) with one row per sample:
-frame | shape render | mask overlay | landmarks drawn.
+frame | shape render | mask overlay | landmarks drawn, each panel the stored crop at its full
+resolution enlarged by a whole factor (pixel replication) to at least --min-size (256) pixels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   preview.add_argument("--per-clip", type=int, default=3, help="samples per clip (png)")
   preview.add_argument("--max-clips", type=int, default=8, help="clips shown")
   preview.add_argument("--frames", type=int, default=50, help="frames per clip (mp4)")
+  preview.add_argument(
+    "--min-size",
+    type=int,
+    default=MIN_PANEL,
+    help=f"panels shown at least this many pixels wide (default {MIN_PANEL})",
+  )
+
+
+# Each panel shows every stored crop pixel, enlarged by a whole factor (nearest neighbour, so no
+# detail is invented or lost) until it is at least this wide: a 64 px crop is unreadable as is.
+MIN_PANEL = 256
+
+
+def panel_scale(image_size: int, min_size: int = MIN_PANEL) -> int:
+  """The whole enlargement factor that shows an `image_size` crop at >= `min_size` pixels."""
+  return max(1, -(-int(min_size) // int(image_size)))
 
 
 def _disk_size(path: pathlib.Path) -> int:
@@ -93,14 +110,20 @@ def _draw_points(image: np.ndarray, points_n2: np.ndarray, color) -> np.ndarray:
   return out
 
 
-def sample_row(clip, t: int) -> np.ndarray:
-  """frame | shape render | mask overlay | landmarks, side by side (uint8 RGB)."""
-  frame = np.asarray(clip["frames"][t])
-  shape = np.asarray(clip["shape"][t])
-  mask = np.asarray(clip["mask"][t]).astype(bool)
+def sample_row(clip, t: int, scale: int = 1) -> np.ndarray:
+  """frame | shape render | mask overlay | landmarks, side by side (uint8 RGB), each panel the
+  full-resolution crop enlarged `scale` times (pixel replication)."""
+
+  def big(x: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(np.asarray(x), scale, axis=0), scale, axis=1)
+
+  frame = big(clip["frames"][t])
+  shape = big(clip["shape"][t])
+  mask = big(clip["mask"][t]).astype(bool)
   overlay = frame.copy()
   overlay[mask] = (0.5 * overlay[mask] + 0.5 * np.array([255, 0, 255])).astype(np.uint8)
-  marks = _draw_points(frame, clip["landmarks"][t], (0, 255, 0))
+  # Crop coordinates are continuous (pixel centre at +0.5): x -> x * scale in the enlarged panel.
+  marks = _draw_points(frame, np.asarray(clip["landmarks"][t], np.float64) * scale, (0, 255, 0))
   return np.concatenate([frame, shape, overlay, marks], axis=1)
 
 
@@ -110,6 +133,7 @@ def write_preview(
   per_clip: int = 3,
   max_clips: int = 8,
   frames: int = 50,
+  min_size: int = MIN_PANEL,
 ) -> int:
   """Writes the preview; returns the number of rows (png) or frames (mp4)."""
   import cv2
@@ -122,6 +146,7 @@ def write_preview(
   names = ds.clip_names[:max_clips]
   if not names:
     raise JaxtalkError(f"{path}: no finished clips to preview")
+  scale = panel_scale(ds.image_size, min_size)
   output = pathlib.Path(output)
   suffix = output.suffix.lower()
   if suffix == ".mp4":
@@ -130,7 +155,7 @@ def write_preview(
       for name in names:
         clip = ds.clip(name)
         for t in range(min(frames, clip.num_frames)):
-          yield sample_row(clip, t)
+          yield sample_row(clip, t, scale)
 
     return write_video(output, rows(), ds.fps)
   if suffix != ".png":
@@ -139,7 +164,7 @@ def write_preview(
   for name in names:
     clip = ds.clip(name)
     picks = np.unique(np.linspace(0, clip.num_frames - 1, max(1, per_clip)).round().astype(int))
-    rows.extend(sample_row(clip, int(t)) for t in picks)
+    rows.extend(sample_row(clip, int(t), scale) for t in picks)
   output.parent.mkdir(parents=True, exist_ok=True)
   if not cv2.imwrite(str(output), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR)):
     raise JaxtalkError(f"{output}: could not be written")
@@ -150,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
   if args.action == "info":
     print("\n".join(info_lines(args.dataset)))
     return 0
-  n = write_preview(args.dataset, args.output, args.per_clip, args.max_clips, args.frames)
+  n = write_preview(
+    args.dataset, args.output, args.per_clip, args.max_clips, args.frames, args.min_size
+  )
   unit = "frames" if str(args.output).lower().endswith(".mp4") else "rows"
   print(f"{args.output}: {n} {unit} (frame | shape | mask | landmarks)")
   return 0

@@ -70,3 +70,17 @@ def to_crop_coords(points_n2: np.ndarray, box: CropBox, size: int) -> np.ndarray
   scale = size / box.side
   origin = np.array([box.x0, box.y0], np.float64)
   return ((np.asarray(points_n2, np.float64) + 0.5 - origin) * scale).astype(np.float32)
+
+
+def image_size_for(crop_side_px: float, size_range: tuple[int, int], multiple: int = 32) -> int:
+  """The renderer's crop size for a clip whose crop box is `crop_side_px` source pixels wide.
+
+  The rule (configs/cpu.py): work at about the face's own resolution, no finer than the source
+  holds (upscaling invents no detail) and no coarser than `size_range[0]`: the side rounded down
+  to a multiple of `multiple`, clipped to `size_range` = (lo, hi).
+  """
+  lo, hi = int(size_range[0]), int(size_range[1])
+  if not 0 < lo <= hi:
+    raise ValueError(f"image size range must be 0 < lo <= hi, got {size_range}")
+  side = int(crop_side_px) // multiple * multiple
+  return int(min(max(side, lo), hi))

@@ -18,6 +18,7 @@ import functools
 import json
 import pathlib
 import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,11 @@ class TrainingDiverged(JaxtalkError):
   """The loss or a gradient became NaN or inf; the last good state was checkpointed."""
 
   exit_code = 3
+
+
+def out_of_time(started: float, max_seconds: float) -> bool:
+  """True once a run started at `started` (perf_counter) has used its budget (0: none)."""
+  return max_seconds > 0 and time.perf_counter() - started >= max_seconds
 
 
 def stop_diverged(good: Any, bad_step: int, ckpt: Any, data_iter: Any, meta: Callable,
@@ -127,13 +133,16 @@ def compiled(key: tuple, build: Callable[[], Callable]) -> Callable:
 LOOP_ONLY = (
   "stage1_steps", "stage2_steps", "log_every", "sample_every", "ckpt_every", "keep",
   "eval_every", "eval_batches", "workers", "val_fraction", "vgg_weights", "distributed",
+  "max_seconds",
 )  # fmt: skip
 
 
 def program_key(cfg_json: dict) -> str:
   """The part of a config that shapes the compiled programs (a cache key)."""
   train = {k: v for k, v in cfg_json.get("train", {}).items() if k not in LOOP_ONLY}
-  a2e = {k: v for k, v in cfg_json.get("a2e_train", {}).items() if k != "steps"}
+  a2e = {
+    k: v for k, v in cfg_json.get("a2e_train", {}).items() if k not in ("steps", "max_seconds")
+  }
   return json.dumps(
     {"model": cfg_json.get("model"), "data": cfg_json.get("data"), "train": train, "a2e": a2e},
     sort_keys=True,
@@ -186,7 +195,12 @@ def train_renderer(
   show_progress: bool = True,
   parallel: str | None = None,
 ) -> RunResult:
-  """Stage 1 then stage 2 (or one of them), resumable; returns where the run stopped."""
+  """Stage 1 then stage 2 (or one of them), resumable; returns where the run stopped.
+
+  `train.max_seconds` > 0 is a wall-clock budget for this call (set-up and compiling included):
+  the loop stops after the first step past it and writes its checkpoint there.
+  """
+  started = time.perf_counter()
   if stage not in STAGES:
     raise ConfigError(f"--stage must be one of {STAGES}, got {stage!r}")
   t = cfg.train
@@ -393,6 +407,9 @@ def train_renderer(
         evaluate(step)
       if (t.ckpt_every and step % t.ckpt_every == 0) or step in (s1, end):
         ckpt.save(step, runner.get_state(state), data_iter, meta(step))
+      if out_of_time(started, t.max_seconds):
+        say(f"step {step}: time budget of {t.max_seconds:g} s reached; stopping here")
+        break
     if metrics is not None:
       last = fetch(metrics)
       if last["bad_step"] >= 0:
