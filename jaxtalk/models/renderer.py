@@ -130,7 +130,10 @@ class DependencyModule(nn.Module):
     x = jnp.einsum("btiyjxc->btijyxc", x).reshape(b, t * p * p, hp * wp * c)
     z_bld = nn.Dense(self.token_dim, dtype=self.dtype, name="embed")(x)
     init = nn.initializers.normal(0.02)
-    temporal_td = self._temporal(t)
+    table_td = None
+    if self.temporal_pos == "learned":
+      table_td = self.param("temporal_pos", init, (self.max_frames, self.token_dim))
+    temporal_td = temporal_embedding(self.temporal_pos, t, self.token_dim, table_td)
     spatial_sd = self.param("spatial_pos", init, (p * p, self.token_dim))
     pos_ld = (temporal_td[:, None, :] + spatial_sd[None, :, :]).reshape(t * p * p, -1)
     z_bld = constrain(z_bld + pos_ld.astype(z_bld.dtype), self.token_sharding)
@@ -148,19 +151,18 @@ class DependencyModule(nn.Module):
     y = jnp.einsum("btijyxc->btiyjxc", y.reshape(b, t, p, p, hp, wp, c)).reshape(b, t, h, w, c)
     return f_bthwc + y
 
-  def _temporal(self, t: int) -> jax.Array:
-    """(T, d) temporal embeddings for frames 0..T-1."""
-    if self.temporal_pos == "sinusoidal":
-      return sinusoidal_embedding(t, self.token_dim)
-    if self.temporal_pos != "learned":
-      raise ValueError(f"temporal_pos must be 'sinusoidal' or 'learned', got {self.temporal_pos!r}")
-    table_td = self.param(
-      "temporal_pos", nn.initializers.normal(0.02), (self.max_frames, self.token_dim)
-    )
-    if t <= self.max_frames:
-      return table_td[:t]
-    # beyond the table: resample it (ViT-style interpolation); frame spacing is then T-dependent
-    return jax.image.resize(table_td, (t, self.token_dim), "linear")
+
+def temporal_embedding(kind: str, t: int, d: int, table_td: jax.Array | None = None) -> jax.Array:
+  """(T, d) temporal embeddings of frames 0..T-1: "sinusoidal", or "learned" from table_td
+  (sliced when T fits the table, linearly resampled to T rows beyond it, ViT-style; frame
+  spacing is then T-dependent, which is why sinusoidal is the default)."""
+  if kind == "sinusoidal":
+    return sinusoidal_embedding(t, d)
+  if kind != "learned":
+    raise ValueError(f"temporal_pos must be 'sinusoidal' or 'learned', got {kind!r}")
+  if t <= table_td.shape[0]:
+    return table_td[:t]
+  return jax.image.resize(table_td, (t, d), "linear")
 
 
 def sinusoidal_embedding(t: int, d: int) -> jax.Array:
