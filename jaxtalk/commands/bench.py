@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
   "model": "jaxtalk.bench.model",
   "preprocess": "jaxtalk.bench.preprocess",
   "train": "jaxtalk.bench.train",
+  "seq": "jaxtalk.bench.seq",
 }
 
 
