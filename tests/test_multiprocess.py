@@ -27,8 +27,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 
+from jaxtalk.config import load_config
+from jaxtalk.models.renderer import renderer_from_config
 from jaxtalk.train.synthetic import write_synthetic_dataset
 
 STEPS = 3
@@ -89,9 +92,14 @@ WORKER = textwrap.dedent(
   t, h = cfg.train.seq_len, cfg.data.image_size
   ex = (jnp.zeros((1, t, h, h, 3)), jnp.zeros((1, t, h, h, 3)),
         jnp.zeros((1, t, cfg.data.audio_window, cfg.data.n_mels)))
-  # jitted: op-by-op initialisation compiles every op on its own (minutes on a busy machine)
-  init = jax.jit(lambda: State(plain.init(jax.random.PRNGKey(0), *ex), jnp.zeros((), jnp.int32),
-                       jax.random.key_data(jax.random.PRNGKey(1))))
+  # the initial parameters come from the test (made once there: compiling the initialiser in
+  # every process costs minutes on a busy 2-core machine)
+  abstract_params = jax.eval_shape(plain.init, jax.random.PRNGKey(0), *ex)
+  init_npz = np.load(work.parent / "init_params.npz")
+  leaves = [init_npz[f"arr_{i}"] for i in range(len(init_npz.files))]
+  params0 = jax.tree.unflatten(jax.tree.structure(abstract_params), leaves)
+  init = lambda: State(params0, np.zeros((), np.int32),
+                       np.asarray(jax.random.key_data(jax.random.PRNGKey(1))))
   print("initialised", mode, flush=True)
   abstract = runner.abstract_state(init)
   step = runner.step(functools.partial(train_step, model), abstract)
@@ -107,7 +115,7 @@ WORKER = textwrap.dedent(
     it = iter(P.train_dataset(Indexed(ds, segs, t), global_batch=4, seed=0,
                               process_index=jax.process_index(),
                               process_count=jax.process_count()))
-    state = runner.put_state(jax.device_get(init()))
+    state = runner.put_state(init())
     batches, losses = [], []
     for i in range(STEPS):
       print("step", i, flush=True)
@@ -126,7 +134,7 @@ WORKER = textwrap.dedent(
 
   elif mode == "single":
     parts = [np.load(work / f"batches{p}.npz") for p in range(2)]
-    state = runner.put_state(jax.device_get(init()))
+    state = runner.put_state(init())
     losses = []
     for i in range(STEPS):
       keys = [k.split("/", 1)[1] for k in parts[0].files if k.startswith(f"{i}/")]
@@ -141,7 +149,7 @@ WORKER = textwrap.dedent(
     result["param_max_abs_diff"] = max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine)
     result["param_scale"] = scale
     result["moved"] = max(float(np.abs(mine[k] - v).max())
-                          for k, v in flat(jax.device_get(init().params)).items())
+                          for k, v in flat(params0).items())
     with Checkpoints(work / "ckpt_multi", keep=1, async_save=False) as ck:
       restored, meta = ck.restore(abstract, None)
     result["restore_multi_exact"] = all(
@@ -214,6 +222,12 @@ def test_two_processes_train_like_one_and_share_checkpoints(tmp_path):
                                  expression_dim=16, n_points=18)  # fmt: skip
   script = tmp_path / "worker.py"
   script.write_text(WORKER)
+  cfg = load_config("tiny")
+  t, h = cfg.train.seq_len, cfg.data.image_size
+  ex = (np.zeros((1, t, h, h, 3), np.float32), np.zeros((1, t, h, h, 3), np.float32),
+        np.zeros((1, t, cfg.data.audio_window, cfg.data.n_mels), np.float32))  # fmt: skip
+  params = jax.jit(renderer_from_config(cfg).init)(jax.random.PRNGKey(0), *ex)
+  np.savez(tmp_path / "init_params.npz", *[np.asarray(x) for x in jax.tree.leaves(params)])
   work = tmp_path / "work"
   work.mkdir()
 

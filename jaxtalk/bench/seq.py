@@ -100,8 +100,9 @@ def _child(args: argparse.Namespace, t: int, n: int, kind: str) -> dict:
   for line in proc.stdout.splitlines():
     if line.startswith("RESULT "):
       return json.loads(line[7:])
-  tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-  return {**base, "error": tail[0][:300]}
+  lines = (proc.stderr + proc.stdout).strip().splitlines()
+  errors = [x for x in lines if "Error" in x and not x.startswith(" ")] or lines[-1:] or ["?"]
+  return {**base, "error": errors[-1][:300]}
 
 
 def _fractions(rows: list[dict]) -> None:
@@ -130,7 +131,7 @@ def measure(args: argparse.Namespace, t: int, n: int, kind: str) -> dict:
   cfg = load_config(
     args.config,
     [f"data.image_size={args.size}", f"model.renderer.patches={args.patches}",
-     f"model.renderer.attention='{kind}'"],
+     f"model.renderer.attention={kind}"],
   )  # fmt: skip
   mesh = sh.make_mesh(1, n)
   model = renderer_from_config(
