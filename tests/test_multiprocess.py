@@ -98,8 +98,8 @@ WORKER = textwrap.dedent(
   init_npz = np.load(work.parent / "init_params.npz")
   leaves = [init_npz[f"arr_{i}"] for i in range(len(init_npz.files))]
   params0 = jax.tree.unflatten(jax.tree.structure(abstract_params), leaves)
-  init = lambda: State(params0, np.zeros((), np.int32),
-                       np.asarray(jax.random.key_data(jax.random.PRNGKey(1))))
+  key0 = np.asarray(jax.random.key_data(jax.random.PRNGKey(1)))
+  init = lambda: State(params0, np.zeros((), np.int32), key0)
   print("initialised", mode, flush=True)
   abstract = runner.abstract_state(init)
   step = runner.step(functools.partial(train_step, model), abstract)
