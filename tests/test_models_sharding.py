@@ -71,7 +71,7 @@ def test_sharded_forward_equals_unsharded():
   ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   result = subprocess.run(
-    [sys.executable, "-c", CHILD], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    [sys.executable, "-c", CHILD], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
   )
   assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
   print(result.stdout)
