@@ -84,6 +84,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.renderer.num_heads = 8
   c.model.renderer.mlp_ratio = 4.0
   c.model.renderer.max_frames = 64  # size of the learned temporal position table
+  # fixed sin/cos per frame: no table, any T (a checkpoint trained at one T runs at another);
+  # "learned": the max_frames table (resampled beyond it), as configs before issue 11
+  c.model.renderer.temporal_pos = "sinusoidal"
+  # auto: ring attention over `seq` when tokens are split, else cuDNN (GPU, bf16) / blockwise;
+  # blockwise | dense | xla | cudnn (jaxtalk/models/attention.py)
+  c.model.renderer.attention = "auto"
+  c.model.renderer.attention_block = 512  # keys per chunk in the blockwise / ring kernels
 
   c.model.smoothing = ml_collections.ConfigDict()
   c.model.smoothing.kind = "adaptive"  # adaptive | gaussian | global | none

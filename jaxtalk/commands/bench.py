@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
   "train": "jaxtalk.bench.train",
   "a2e": "jaxtalk.bench.a2e",
   "quality": "jaxtalk.bench.quality",
+  "seq": "jaxtalk.bench.seq",
 }
 
 

@@ -151,15 +151,22 @@ class TransformerBlock(nn.Module):
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
   sharding: ShardingLike | None = None
+  # None: flax's dot_product_attention; see jaxtalk/models/attention.py (make_attention_fn)
+  attention_fn: Any = None
 
   @nn.compact
   def __call__(self, x_bld: jax.Array) -> jax.Array:
     d = x_bld.shape[-1]
+    extra = {} if self.attention_fn is None else {"attention_fn": self.attention_fn}
     x_bld = constrain(x_bld, self.sharding)
     h = nn.LayerNorm(dtype=self.dtype)(x_bld)
     # softmax in f32 even under bf16: bf16 logits over hundreds of tokens lose the small weights
     h = nn.MultiHeadDotProductAttention(
-      num_heads=self.num_heads, dtype=self.dtype, deterministic=True, force_fp32_for_softmax=True
+      num_heads=self.num_heads,
+      dtype=self.dtype,
+      deterministic=True,
+      force_fp32_for_softmax=True,
+      **extra,
     )(h, h)
     x_bld = constrain(x_bld + h, self.sharding)
     h = nn.LayerNorm(dtype=self.dtype)(x_bld)
@@ -177,6 +184,7 @@ class TransformerStack(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
   sharding: ShardingLike | None = None
+  attention_fn: Any = None
 
   @nn.compact
   def __call__(self, x_bld: jax.Array) -> jax.Array:
@@ -187,6 +195,7 @@ class TransformerStack(nn.Module):
         mlp_ratio=self.mlp_ratio,
         dtype=self.dtype,
         sharding=self.sharding,
+        attention_fn=self.attention_fn,
         name=f"block{i}",
       )(x_bld)
     return nn.LayerNorm(dtype=self.dtype)(x_bld)

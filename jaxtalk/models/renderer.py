@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.models.attention import make_attention_fn
 from jaxtalk.models.layers import (
   AudioWindowEncoder,
   ConvNormAct,
@@ -30,7 +31,6 @@ from jaxtalk.models.layers import (
   ResBlock,
   ShardingLike,
   TransformerStack,
-  check_frames,
   compute_dtype,
   constrain,
   leaky_relu,
@@ -90,11 +90,18 @@ class DependencyModule(nn.Module):
   """Dependency Modeling Module (Sec. III-C.3): spatio-temporal self-attention over all frames.
 
   Each (h, w, c) feature map is split into p x p patches of (h/p, w/p, c); each patch is
-  flattened and projected to d; learned temporal (per frame) and spatial (per patch position)
+  flattened and projected to d; temporal (per frame) and learned spatial (per patch position)
   embeddings are added; N pre-norm transformer blocks attend over all T*p*p tokens; tokens are
   projected back and reassembled. The result is *added* to the input features: the d = 512 token
   is a 128x compression of a 16x16x256 patch at paper scale, so without the skip all spatial
   detail would have to squeeze through it; with it the module learns a temporal correction.
+
+  Long sequences (any T): `temporal_pos="sinusoidal"` (default) gives frame t the fixed
+  embedding of Vaswani et al., the same whatever T is, so a checkpoint trained on 12-frame
+  windows runs on a whole clip; "learned" keeps a (max_frames, d) table, sliced when
+  T <= max_frames and linearly resampled to T rows beyond. Attention is `attention`
+  (jaxtalk/models/attention.py): blockwise/cuDNN on one device, ring attention over the token
+  sharding's `seq` axis when `token_sharding` splits the tokens.
   """
 
   patches: int = 4
@@ -106,6 +113,9 @@ class DependencyModule(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
   token_sharding: ShardingLike | None = None
+  temporal_pos: str = "sinusoidal"  # "sinusoidal" | "learned"
+  attention: str = "auto"  # see attention.make_attention_fn
+  attention_block: int = 512  # keys per chunk of the blockwise / ring kernels
 
   @nn.compact
   def __call__(self, f_bthwc: jax.Array) -> jax.Array:
@@ -113,7 +123,6 @@ class DependencyModule(nn.Module):
     p = self.patches
     if h % p or w % p:
       raise ValueError(f"feature map {h}x{w} is not divisible into {p}x{p} patches")
-    check_frames(t, self.max_frames, "dependency module")
     hp, wp = h // p, w // p
     # token order is (t, i, j) so a contiguous split of the token axis over `seq` devices is a
     # split over frames, matching how the convolutional parts shard frames
@@ -121,9 +130,12 @@ class DependencyModule(nn.Module):
     x = jnp.einsum("btiyjxc->btijyxc", x).reshape(b, t * p * p, hp * wp * c)
     z_bld = nn.Dense(self.token_dim, dtype=self.dtype, name="embed")(x)
     init = nn.initializers.normal(0.02)
-    temporal_td = self.param("temporal_pos", init, (self.max_frames, self.token_dim))
+    table_td = None
+    if self.temporal_pos == "learned":
+      table_td = self.param("temporal_pos", init, (self.max_frames, self.token_dim))
+    temporal_td = temporal_embedding(self.temporal_pos, t, self.token_dim, table_td)
     spatial_sd = self.param("spatial_pos", init, (p * p, self.token_dim))
-    pos_ld = (temporal_td[:t, None, :] + spatial_sd[None, :, :]).reshape(t * p * p, -1)
+    pos_ld = (temporal_td[:, None, :] + spatial_sd[None, :, :]).reshape(t * p * p, -1)
     z_bld = constrain(z_bld + pos_ld.astype(z_bld.dtype), self.token_sharding)
     z_bld = TransformerStack(
       depth=self.depth,
@@ -132,11 +144,37 @@ class DependencyModule(nn.Module):
       dtype=self.dtype,
       remat=self.remat,
       sharding=self.token_sharding,
+      attention_fn=make_attention_fn(self.attention, self.attention_block, self.token_sharding),
       name="transformer",
     )(z_bld)
     y = nn.Dense(hp * wp * c, dtype=self.dtype, name="unembed")(z_bld)
     y = jnp.einsum("btijyxc->btiyjxc", y.reshape(b, t, p, p, hp, wp, c)).reshape(b, t, h, w, c)
     return f_bthwc + y
+
+
+def temporal_embedding(kind: str, t: int, d: int, table_td: jax.Array | None = None) -> jax.Array:
+  """(T, d) temporal embeddings of frames 0..T-1: "sinusoidal", or "learned" from table_td
+  (sliced when T fits the table, linearly resampled to T rows beyond it, ViT-style; frame
+  spacing is then T-dependent, which is why sinusoidal is the default)."""
+  if kind == "sinusoidal":
+    return sinusoidal_embedding(t, d)
+  if kind != "learned":
+    raise ValueError(f"temporal_pos must be 'sinusoidal' or 'learned', got {kind!r}")
+  if t <= table_td.shape[0]:
+    return table_td[:t]
+  return jax.image.resize(table_td, (t, d), "linear")
+
+
+def sinusoidal_embedding(t: int, d: int) -> jax.Array:
+  """(t, d) fixed position embedding: [sin(t w_i), cos(t w_i)], w_i = 10000^(-2i/d).
+
+  Row k depends on k and d only, never on t, so any sequence length works and a prefix of a
+  long sequence sees the same embeddings as a short one."""
+  half = d // 2
+  w_i = jnp.exp(-jnp.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+  a_ti = jnp.arange(t, dtype=jnp.float32)[:, None] * w_i[None, :]
+  emb = jnp.concatenate([jnp.sin(a_ti), jnp.cos(a_ti)], axis=-1)
+  return jnp.pad(emb, ((0, 0), (0, d - 2 * half)))
 
 
 class Decoder(nn.Module):
@@ -186,6 +224,9 @@ class Renderer(nn.Module):
   token_sharding: ShardingLike | None = None
   # (B, T, H, W, C) activations of the convolutional parts, e.g. P('data', 'seq')
   frame_sharding: ShardingLike | None = None
+  temporal_pos: str = "sinusoidal"
+  attention: str = "auto"
+  attention_block: int = 512
 
   @nn.compact
   def __call__(
@@ -235,6 +276,9 @@ class Renderer(nn.Module):
         dtype=self.dtype,
         remat=self.remat,
         token_sharding=self.token_sharding,
+        temporal_pos=self.temporal_pos,
+        attention=self.attention,
+        attention_block=self.attention_block,
         name="dependency",
       )(f_bthwc)
       f_nhwc = frames(f_bthwc.reshape(f_nhwc.shape))
@@ -271,4 +315,8 @@ def renderer_from_config(
     remat=cfg.model.remat,
     token_sharding=token_sharding,
     frame_sharding=frame_sharding,
+    # .get: configs written before these keys existed keep the behaviour they were saved with
+    temporal_pos=r.get("temporal_pos", "learned"),
+    attention=r.get("attention", "auto"),
+    attention_block=r.get("attention_block", 512),
   )
