@@ -22,7 +22,15 @@ from collections.abc import Callable
 
 import ml_collections
 
+from jaxtalk import infer
+from jaxtalk.data.preprocess import preprocess
 from jaxtalk.errors import JaxtalkError
+from jaxtalk.face.landmark3d import KIND
+from jaxtalk.metrics.evaluate import evaluate, to_markdown
+from jaxtalk.metrics.slice import save_png
+from jaxtalk.metrics.video_slice import slice_picture
+from jaxtalk.train.a2e_train import train_a2e
+from jaxtalk.train.train import train_renderer
 
 
 @dataclasses.dataclass
@@ -54,14 +62,6 @@ def run_demo(
   progress: bool = True,
   say: Callable[[str], None] = print,
 ) -> DemoResult:
-  from jaxtalk import infer
-  from jaxtalk.data.preprocess import preprocess
-  from jaxtalk.face.landmark3d import KIND
-  from jaxtalk.metrics.evaluate import evaluate, to_markdown
-  from jaxtalk.metrics.slice import save_png
-  from jaxtalk.metrics.video_slice import slice_picture
-  from jaxtalk.train.a2e_train import train_a2e
-  from jaxtalk.train.train import train_renderer
 
   video = pathlib.Path(video)
   if not video.is_file():

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 
 from jaxtalk.data import pipeline as data_lib
+from jaxtalk.model_io import restore_a2e as restore_a2e_params  # noqa: F401  (re-exported)
 from jaxtalk.train import state as state_lib
 from jaxtalk.train import step as step_lib
 from jaxtalk.train.checkpoint import Checkpoints, check_compatible
@@ -193,28 +194,3 @@ def train_a2e(
   log.write({"event": "end", "step": step, "best_val": best})
   say(f"done at step {step}; checkpoints in {ckpt.workdir / 'checkpoints'}")
   return RunResult(step, workdir, best, False, last)
-
-
-def restore_a2e_params(
-  cfg: Any, workdir: str | pathlib.Path, *, best: bool = False, step: int | None = None
-) -> state_lib.A2EState:
-  """The (single-device) audio2expression state of a workdir's latest (or `step`, or best)
-  checkpoint, for inference: `state.params`, `state.data_stats` (log-mel standardisation)."""
-  model = state_lib.a2e_model(cfg)
-  init_fn = functools.partial(
-    state_lib.init_a2e_state, model=model, tx=state_lib.a2e_tx(cfg), seq_len=cfg.a2e_train.seq_len,
-    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
-  )  # fmt: skip
-  init_key, run_key = state_lib.make_keys(cfg.seed)
-  stats = state_lib.default_data_stats(cfg.data.n_mels)
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev),
-    jax.eval_shape(init_fn, init_key, run_key, stats),
-  )
-  ckpt = Checkpoints(workdir, cfg.train.keep)
-  try:
-    st, _ = ckpt.restore_best(abstract) if best else ckpt.restore(abstract, None, step)
-  finally:
-    ckpt.close()
-  return st
