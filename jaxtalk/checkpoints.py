@@ -8,6 +8,11 @@
         meta/                     JSON: kind, step, stage, config, validation split, best loss
     WORKDIR/best/<step>/          the checkpoint with the lowest validation loss (state, meta)
 
+A checkpoint whose files are damaged (truncated by a full disk or a partial copy, deleted) is
+reported in one line naming the file and the reason (`DamagedCheckpoint`). Resuming a run
+(`restore_newest_readable`) then sets it aside into WORKDIR/damaged/<step>/ -- kept, never
+deleted -- and continues from the newest readable checkpoint; inference stops with the error.
+
 Saving is asynchronous (Orbax copies the arrays off the device, then writes in a background
 thread); `wait()` must run before the process exits, and `close()` does it. Restoring into
 an abstract state (ShapeDtypeStructs with shardings) puts every array straight onto its
@@ -17,6 +22,9 @@ devices.
 from __future__ import annotations
 
 import pathlib
+import re
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -29,6 +37,36 @@ PyTree = Any
 
 class CheckpointError(JaxtalkError):
   """A checkpoint that cannot be used (missing, or made with another model configuration)."""
+
+
+class DamagedCheckpoint(CheckpointError):
+  """A checkpoint whose files cannot be read back (truncated, deleted, corrupt)."""
+
+  def __init__(self, path: pathlib.Path, why: str):
+    self.path, self.why = path, why
+    super().__init__(f"checkpoint {path} is unreadable: {why}")
+
+
+_FILE = re.compile(r'local file "([^"]+)"')
+_CODE = re.compile(r"^([A-Z][A-Z_]+): ")
+
+
+def describe_failure(exc: BaseException) -> str:
+  """One line saying which file failed and why, from an Orbax / TensorStore exception (whose
+  messages run to kilobytes of JSON specs) or any other reading error."""
+  text = str(exc)
+  files = _FILE.findall(text)
+  code = _CODE.match(text)
+  if files:
+    path = files[-1]
+    rest = text[text.rindex(f'local file "{path}"') + len(path) + 13 :]
+    detail = rest.split("[tensorstore_spec")[0].strip(" :;\n")
+    kind = {"NOT_FOUND": "missing", "OUT_OF_RANGE": "truncated", "DATA_LOSS": "corrupt"}.get(
+      code.group(1) if code else "", code.group(1) if code else type(exc).__name__
+    )
+    return f"{path}: {kind}" + (f" ({detail})" if detail else "")
+  first = text.strip().splitlines()[0] if text.strip() else ""
+  return f"{type(exc).__name__}: {first[:200]}"
 
 
 class Checkpoints:
@@ -102,7 +140,10 @@ class Checkpoints:
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.workdir / 'checkpoints'}")
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    return self._reading(
+      self.step_dir(step),
+      lambda: self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())),
+    )["meta"]
 
   def restore(
     self, abstract_state: PyTree, data_iter: Any, step: int | None = None
@@ -115,20 +156,72 @@ class Checkpoints:
     args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iter is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    out = self.manager.restore(step, args=ocp.args.Composite(**args))
+    out = self._reading(
+      self.step_dir(step), lambda: self.manager.restore(step, args=ocp.args.Composite(**args))
+    )
     return out["state"], out["meta"]
 
   def restore_best(self, abstract_state: PyTree) -> tuple[PyTree, dict]:
     step = self.best.best_step()
     if step is None:
       raise CheckpointError(f"no best checkpoint in {self.workdir / 'best'}")
-    out = self.best.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-      ),
+    args = ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+    )
+    out = self._reading(
+      self.workdir / "best" / str(step), lambda: self.best.restore(step, args=args)
     )
     return out["state"], out["meta"]
+
+  def step_dir(self, step: int) -> pathlib.Path:
+    return self.workdir / "checkpoints" / str(step)
+
+  @staticmethod
+  def _reading(where: pathlib.Path, read: Callable[[], Any]) -> Any:
+    """Runs `read`; any failure but a CheckpointError becomes one DamagedCheckpoint line."""
+    try:
+      return read()
+    except CheckpointError:
+      raise
+    except Exception as e:  # Orbax / TensorStore / JSON errors of damaged files
+      raise DamagedCheckpoint(where, describe_failure(e)) from e
+
+  def restore_newest_readable(
+    self,
+    abstract_state: PyTree,
+    data_iter: Any,
+    check: Callable[[dict], None] | None = None,
+    say: Callable[[str], None] = print,
+  ) -> tuple[PyTree, dict, int] | None:
+    """(state, meta, step) of the newest checkpoint that reads back, or None when there is none.
+
+    `check(meta)` runs first (e.g. `check_compatible`); its CheckpointError is not damage and
+    propagates. Each damaged checkpoint on the way is reported in one line and moved to
+    WORKDIR/damaged/<step>/ (kept for inspection; out of the way of the new saves).
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        meta = self.read_meta(step)
+        if check is not None:
+          check(meta)
+        state, meta = self.restore(abstract_state, data_iter, step)
+        return state, meta, step
+      except DamagedCheckpoint as e:
+        aside = self.set_aside(step)
+        say(f"{e}; moved it to {aside} (not deleted); trying the next older checkpoint")
+    return None
+
+  def set_aside(self, step: int) -> pathlib.Path:
+    """Moves checkpoint `step` to WORKDIR/damaged/<step>[.n]/ and forgets it."""
+    self.manager.wait_until_finished()
+    dest = self.workdir / "damaged" / str(step)
+    n = 1
+    while dest.exists():
+      dest, n = self.workdir / "damaged" / f"{step}.{n}", n + 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(self.step_dir(step)), str(dest))
+    self.manager.reload()
+    return dest
 
   # -- lifetime -----------------------------------------------------------------------------
 

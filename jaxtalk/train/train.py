@@ -241,9 +241,16 @@ def train_renderer(
   cfg_json = config_json(cfg)
   latest = open_workdir(ckpt, resume, say)
   abstract = runner.abstract_state(init_fn, init_key, run_key, data_stats)
+  found = None
   if latest is not None:
-    check_compatible(ckpt.read_meta(latest).get("config", {}), cfg_json)
-    restored, _ = ckpt.restore(abstract, data_iter, latest)
+    # the newest checkpoint that reads back; damaged ones are reported and set aside
+    found = ckpt.restore_newest_readable(
+      abstract, data_iter, lambda m: check_compatible(m.get("config", {}), cfg_json), say
+    )
+    if found is None:
+      say(f"no readable checkpoint left in {ckpt.workdir / 'checkpoints'}; starting from scratch")
+  if found is not None:
+    restored, _, latest = found
     if int(restored.bad_step) >= 0:  # resuming a diverged run (e.g. with a lower lr)
       say(f"the checkpoint stopped on a non-finite step ({int(restored.bad_step)}); continuing")
       restored = restored.replace(bad_step=jax.numpy.full_like(restored.bad_step, -1))
