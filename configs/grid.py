@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Video past the end of the audio is dropped (reported); a gap longer than this is an error.
   c.data.max_audio_shortfall_s = 1.0
   c.data.min_clip_frames = 12  # shorter runs of usable frames are dropped (reported)
+  # -- added with the holdout split (issue 9; docs/dataset_format.md "Holdout split") --
+  # The last fraction of each source's frames (by time) is held out of training and validation
+  # (evaluation on unseen audio of the same person); 0.0: no split. `jaxtalk preprocess --holdout`.
+  c.data.holdout = 0.0
 
   # Landmark tracking (jaxtalk/face/track.py).
   c.track = ml_collections.ConfigDict()

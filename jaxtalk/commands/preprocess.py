@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default=None,
     help="3D face model: landmark3d (default, embedded) or deca (needs PyTorch, DECA, FLAME)",
   )
+  parser.add_argument(
+    "--holdout",
+    type=float,
+    default=None,
+    metavar="FRACTION",
+    help="hold out the last FRACTION of each video (by time) for evaluation, e.g. 0.2"
+    " (default: data.holdout, 0 = no split)",
+  )
   parser.add_argument("--workers", type=int, default=1, help="parallel processes (clips)")
   parser.add_argument("--cache-dir", default=None, help="landmark cache (default ~/.cache/jaxtalk)")
   parser.add_argument("--no-cache", action="store_true", help="always re-detect landmarks")
@@ -47,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   from jaxtalk.data.preprocess import preprocess
 
-  config = load_config(args.config, args.overrides)
+  overrides = list(args.overrides)
+  if args.holdout is not None:
+    overrides.append(f"data.holdout={args.holdout}")
+  config = load_config(args.config, overrides)
   options = None
   if (args.face_model or config.data.face_model) == "deca":
     options = {"deca_dir": args.deca_dir, "data_dir": args.deca_data, "device": args.deca_device}
@@ -64,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
     progress=not args.quiet,
   )
   frames = sum(c["num_frames"] for c in manifest["clips"].values())
+  held = sum(
+    c["num_frames"] - c.get("train_frames", c["num_frames"]) for c in manifest["clips"].values()
+  )
   skipped = len(manifest["skipped"])
   print(
     f"{args.output}: {len(manifest['clips'])} clips, {frames} frames"
+    + (f" ({held} held out)" if "holdout" in manifest else "")
     + (f", {skipped} inputs skipped" if skipped else ""),
     file=sys.stdout,
   )

@@ -8,6 +8,9 @@ the Grain sources and every other reader build on this file.
     ds.manifest                       # dict: manifest.json (config, sources, clips, fit quality)
     ds.clip_names                     # sorted list of clip names
     ds.num_frames(name), ds.total_frames
+    ds.train_frames(name)             # its first train_frames frames are for training, the rest
+                                      # held out (num_frames when the dataset has no split)
+    ds.holdout                        # the held-out fraction per source (0.0: no split)
     ds.fps, ds.image_size, ds.expression_dim, ds.audio_window, ds.n_mels, ds.face_model_kind
     clip = ds.clip(name)              # Clip: a read-only Mapping field -> np.memmap
     clip["frames"][t0 : t0 + 12]      # (12, S, S, 3) uint8, read from disk on access
@@ -168,6 +171,18 @@ class Dataset:
 
   def num_frames(self, name: str) -> int:
     return int(self.manifest["clips"][name]["num_frames"])
+
+  def train_frames(self, name: str) -> int:
+    """How many of the clip's first frames are for training (and validation); the frames from
+    there on are held out for evaluation. num_frames when no holdout split is recorded (datasets
+    made before the split existed, or with data.holdout = 0)."""
+    info = self.manifest["clips"][name]
+    return int(info.get("train_frames", info["num_frames"]))
+
+  @property
+  def holdout(self) -> float:
+    """The fraction of each source's frames held out at its end (0.0: no split)."""
+    return float(self.manifest.get("holdout", 0.0))
 
   @property
   def total_frames(self) -> int:

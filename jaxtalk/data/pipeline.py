@@ -1,6 +1,8 @@
 """The Grain input pipeline: random windows of T consecutive frames from the dataset shards.
 
     clips (memory-mapped .npy, docs/dataset_format.md)
+      -> the held-out tail of each clip (the dataset's holdout split, `Dataset.train_frames`)
+         is dropped here, so no held-out frame reaches training or validation
       -> segments: each clip split into a train part and a validation part (split_segments)
       -> WindowSource: one element per window start, a window never crosses a clip boundary
       -> MapDataset: this host's slice (process_index::process_count) -> shuffle(seed)
@@ -47,9 +49,17 @@ A2E_KEYS = ("audio", "expression")
 
 @dataclasses.dataclass(frozen=True)
 class ClipInfo:
+  """A clip's name, folder and length; `train_frames` of its first frames may be used for
+  training and validation (None: all of them), the rest is the dataset's held-out split."""
+
   name: str
   path: pathlib.Path
   num_frames: int
+  train_frames: int | None = None
+
+  @property
+  def usable_frames(self) -> int:
+    return self.num_frames if self.train_frames is None else self.train_frames
 
 
 def open_data(root: str | pathlib.Path) -> Dataset:
@@ -58,9 +68,12 @@ def open_data(root: str | pathlib.Path) -> Dataset:
 
 
 def list_clips(root: str | pathlib.Path | Dataset) -> list[ClipInfo]:
-  """The finished clips of a dataset, sorted by name."""
+  """The finished clips of a dataset, sorted by name, with their training frame counts."""
   ds = root if isinstance(root, Dataset) else open_data(root)
-  return [ClipInfo(n, ds.path / CLIPS_DIR / n, ds.num_frames(n)) for n in sorted(ds.clip_names)]
+  return [
+    ClipInfo(n, ds.path / CLIPS_DIR / n, ds.num_frames(n), ds.train_frames(n))
+    for n in sorted(ds.clip_names)
+  ]
 
 
 def audio_stats(ds: Dataset, clip_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,12 +82,23 @@ def audio_stats(ds: Dataset, clip_names: Sequence[str]) -> tuple[np.ndarray, np.
   The audio encoders expect standardised inputs and the dataset stores raw log-mel; these
   statistics, from the training clips only, live in the train state (`data_stats`) and are
   applied on device, so a checkpoint carries what inference needs to feed the model.
+  Only the training part of each clip counts (its held-out tail is left out, see
+  `Dataset.train_frames`).
   """
   total = total_sq = None
   count = 0
+  mel_per_frame = 1000.0 / float(ds.manifest.get("mel_hop_ms", 10.0)) / ds.fps
   for name in clip_names:
     clip = ds.clip(name)
-    a = clip["mel"] if "mel" in clip else clip["audio"]
+    keep = ds.train_frames(name)
+    if "mel" in clip:
+      a = clip["mel"]
+      if keep < clip.num_frames:  # mel row m of the clip describes frame m / mel_per_frame
+        a = a[: int(np.floor(keep * mel_per_frame + 0.5))]
+    else:
+      a = clip["audio"][:keep]
+    if not len(a):
+      continue
     x = np.asarray(a, np.float64).reshape(-1, a.shape[-1])
     total = x.sum(0) if total is None else total + x.sum(0)
     total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
@@ -108,40 +132,48 @@ def split_segments(
 ) -> tuple[list[Segment], list[Segment], str]:
   """(train, val, how): held-out validation by clip.
 
-  Two or more clips: the last round(val_fraction * n) clips (at least one) in name order are
+  Only each clip's first `usable_frames` frames take part (the dataset's holdout split: the
+  frames after them are for evaluation and reach neither training nor validation). Two or
+  more clips: the last round(val_fraction * n) clips (at least one) in name order are
   validation. One clip: its last ceil(val_fraction * n) frames (at least seq_len) are, when the
   rest still holds a window; otherwise there is no validation split. `how` says which in words.
   """
-  usable = [c for c in clips if c.num_frames >= seq_len]
+  held = sum(c.num_frames - c.usable_frames for c in clips)
+  note = f"; {held} frames of the holdout split left out" if held else ""
+  # each clip cut to its training frames: nothing below can reach a held-out frame
+  lengths = {c.name: c.usable_frames for c in clips}
+  usable = [c for c in clips if lengths[c.name] >= seq_len]
   if not usable:
-    longest = max((c.num_frames for c in clips), default=0)
+    longest = max(lengths.values(), default=0)
     raise DatasetError(
-      f"no clip has {seq_len} frames for a training window (longest: {longest}); "
-      "lower the seq_len or add longer clips"
+      f"no clip has {seq_len} frames for a training window (longest training part: {longest}); "
+      "lower the seq_len or the holdout, or add longer clips"
     )
   if val_fraction <= 0:
-    return [Segment(c.name, 0, c.num_frames) for c in usable], [], "no validation (val_fraction=0)"
+    train = [Segment(c.name, 0, lengths[c.name]) for c in usable]
+    return train, [], "no validation (val_fraction=0)" + note
   if len(usable) >= 2:
     n_val = min(len(usable) - 1, max(1, round(val_fraction * len(usable))))
-    train = [Segment(c.name, 0, c.num_frames) for c in usable[:-n_val]]
-    val = [Segment(c.name, 0, c.num_frames) for c in usable[-n_val:]]
-    return train, val, f"{len(val)} of {len(usable)} clips held out for validation"
+    train = [Segment(c.name, 0, lengths[c.name]) for c in usable[:-n_val]]
+    val = [Segment(c.name, 0, lengths[c.name]) for c in usable[-n_val:]]
+    return train, val, f"{len(val)} of {len(usable)} clips held out for validation" + note
   c = usable[0]
-  n_val = max(seq_len, math.ceil(val_fraction * c.num_frames))
-  if c.num_frames - n_val < seq_len:
+  n = lengths[c.name]
+  n_val = max(seq_len, math.ceil(val_fraction * n))
+  if n - n_val < seq_len:
     return (
-      [Segment(c.name, 0, c.num_frames)],
+      [Segment(c.name, 0, n)],
       [],
       (
-        f"one clip of {c.num_frames} frames: too short to hold out a validation tail of "
-        f"{n_val} frames; no validation"
+        f"one clip of {n} training frames: too short to hold out a validation tail of "
+        f"{n_val} frames; no validation" + note
       ),
     )
-  cut = c.num_frames - n_val
+  cut = n - n_val
   return (
     [Segment(c.name, 0, cut)],
-    [Segment(c.name, cut, c.num_frames)],
-    (f"one clip: its last {n_val} frames held out for validation"),
+    [Segment(c.name, cut, n)],
+    (f"one clip: its last {n_val} frames held out for validation" + note),
   )
 
 

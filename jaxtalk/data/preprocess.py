@@ -96,6 +96,7 @@ class Settings:
   min_clip_frames: int
   silence_db: float
   track: dict[str, float | int]
+  holdout: float = 0.0
 
   @classmethod
   def from_config(
@@ -121,6 +122,7 @@ class Settings:
       min_clip_frames=int(d.min_clip_frames),
       silence_db=float(d.silence_db),
       track={k: config.track[k] for k in sorted(config.track.keys())},
+      holdout=float(d.get("holdout", 0.0)),
     )
     settings.validate()
     return settings
@@ -138,9 +140,26 @@ class Settings:
       )
     if not 0.0 <= self.max_missing_fraction <= 1.0:
       raise ConfigError("data.max_missing_fraction must be in [0, 1]")
+    if not 0.0 <= self.holdout < 1.0:
+      raise ConfigError(f"data.holdout (--holdout) must be in [0, 1), got {self.holdout}")
 
   def to_json(self) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(self)))
+    out = json.loads(json.dumps(dataclasses.asdict(self)))
+    if not self.holdout:
+      # no split: the settings of datasets made before the split existed (they still resume)
+      del out["holdout"]
+    return out
+
+
+def holdout_cut(num_frames: int, holdout: float) -> int:
+  """The first held-out frame of a source of `num_frames` frames (at data.fps): its last
+  round(holdout * num_frames) frames are held out, by time. num_frames when holdout is 0."""
+  return int(num_frames) - int(np.floor(holdout * num_frames + 0.5))
+
+
+def train_frames(first_frame: int, num_frames: int, cut: int) -> int:
+  """How many of a clip's first frames lie before its source's holdout cut (0 .. num_frames)."""
+  return int(min(num_frames, max(0, cut - first_frame)))
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -310,6 +329,11 @@ class ClipPlan:
   segments: list[tuple[int, int]]  # usable runs [start, stop)
   dropped: list[dict[str, Any]]  # {"start", "stop", "reason"}
   info: dict[str, Any]  # source facts for the manifest
+  cut: int  # first held-out frame (num_frames: nothing held out)
+
+  def train_runs(self) -> list[tuple[int, int]]:
+    """The parts of the usable runs before the holdout cut."""
+    return [(a, min(b, self.cut)) for a, b in self.segments if a < self.cut]
 
   def segment_names(self) -> list[str]:
     if len(self.segments) == 1:
@@ -416,7 +440,10 @@ def plan_clip(
     "missing_face_frames": missing,
     "held_frames": int(np.sum(track.held_t)),
   }
-  return ClipPlan(source, n, box, landmarks, segments, dropped, info)
+  cut = holdout_cut(n, settings.holdout)
+  if settings.holdout:
+    info["holdout_cut"] = cut
+  return ClipPlan(source, n, box, landmarks, segments, dropped, info, cut)
 
 
 # ------------------------------------------------------------------------------ pass 3
@@ -496,6 +523,8 @@ def write_clip(
         "mel_frames": m1 - m0,
         "fit": quality,
       }
+      if settings.holdout:
+        entries[w.name]["train_frames"] = train_frames(a, b - a, plan.cut)
     return entries
   except BaseException:
     for w in writers:
@@ -727,9 +756,14 @@ def preprocess(
 
     log(f"pass 1/3 (track, crop, landmarks): {len(plans)} clips in {_since(started)}")
 
-    # Pass 2: the person's face model from every usable frame of every clip.
+    # Pass 2: the person's face model from every usable training frame of every clip (held-out
+    # frames must not shape the expression basis or its per-component scale).
     started = time.perf_counter()
-    usable = [p.landmarks_tn2[a:b] for p in plans for a, b in p.segments]
+    usable = [p.landmarks_tn2[a:b] for p in plans for a, b in p.train_runs()]
+    if not usable:
+      raise JaxtalkError(
+        f"data.holdout={settings.holdout} leaves no usable training frame; lower --holdout"
+      )
     model, model_info = fitter.learn(usable, settings)
     blob = npz_bytes(model)
     model_path = out / FACE_MODEL
@@ -742,6 +776,8 @@ def preprocess(
       write_bytes_atomic(model_path, blob)
     manifest["face_model_fit"] = model_info
     manifest["skipped"] = skipped
+    if settings.holdout:
+      manifest["holdout"] = settings.holdout
 
     log(f"pass 2/3 (face model): {model_info.get('frames', 0)} frames in {_since(started)}")
 
