@@ -46,6 +46,7 @@ from jaxtalk.face.landmark3d import FaceModel, fit_frames
 from jaxtalk.face.mask import mask_polygon, rasterize_polygon
 from jaxtalk.io.audio import is_silent, read_audio
 from jaxtalk.io.video import VideoWriter, read_frames
+from jaxtalk.synthesis.panels import labelled_panels
 from jaxtalk.synthesis.paste import feathered_alpha, paste
 from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts
 
@@ -479,5 +480,6 @@ def synthesize(
       writer.write(f.image_hwc)
       if panel_writer is not None:
         real = background.crops_nssc[f.background_index]
-        panel_writer.write(np.concatenate([real, f.crop_ssc, f.shape_ssc], axis=1))
+        panels = [real, f.crop_ssc, f.shape_ssc]
+        panel_writer.write(labelled_panels(panels, ("real", "generated", "shape render")))
   return Result(output, writer.frames, len(samples) / sr, sbs)

@@ -78,3 +78,87 @@ def require_data():
   """`require_shared` for fixtures and tests that need particular shared files (test modules do
   not import conftest)."""
   return require_shared
+
+
+# ------------------------------------------------------------------------------ headless Chromium
+
+CHECK_SCRIPT = """
+<script>
+(function () {
+  const started = Date.now();
+  function media() { return Array.from(document.querySelectorAll('img, video')); }
+  function state(el) {
+    if (el.tagName === 'IMG') {
+      if (!el.complete) return 'pending';
+      return el.naturalWidth > 0 ? 'ok' : 'failed';
+    }
+    if (el.error) return 'failed';
+    return el.readyState >= 2 && el.videoWidth > 0 ? 'ok' : 'pending';
+  }
+  function poll() {
+    const all = media();
+    const states = all.map(state);
+    if (states.includes('pending') && Date.now() - started < 20000) {
+      setTimeout(poll, 100);
+      return;
+    }
+    const out = {images: 0, videos: 0, failed: []};
+    all.forEach(function (el, i) {
+      if (el.tagName === 'IMG') out.images += 1; else out.videos += 1;
+      if (states[i] !== 'ok') out.failed.push(el.getAttribute('src') + ': ' + states[i]);
+    });
+    const pre = document.createElement('pre');
+    pre.id = 'jaxtalk-check';
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }
+  window.addEventListener('load', poll);
+})();
+</script>
+"""
+
+
+def chromium_binary() -> str | None:
+  import shutil
+
+  for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+    if path := shutil.which(name):
+      return path
+  return None
+
+
+def check_page_in_chromium(page: pathlib.Path) -> dict:
+  """Opens `page` (a local HTML file) in headless Chromium and reports how many images and
+  videos it references and which of them did not load ({"images", "videos", "failed"})."""
+  import json
+  import re
+  import subprocess
+
+  binary = chromium_binary()
+  if binary is None:
+    reason = "Chromium is not installed (apt-get install chromium; .ci/run installs it)"
+    if data_required():
+      pytest.fail(f"JAXTALK_REQUIRE_DATA=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+  # a copy beside the page (same relative links) with the checking script appended
+  probe = page.with_name(f".check-{page.name}")
+  probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+  try:
+    with tempfile.TemporaryDirectory() as profile:
+      proc = subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--mute-audio",
+         "--allow-file-access-from-files", f"--user-data-dir={profile}",
+         "--virtual-time-budget=30000", "--dump-dom", probe.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+      )  # fmt: skip
+  finally:
+    probe.unlink(missing_ok=True)
+  m = re.search(r'<pre id="jaxtalk-check">(.*?)</pre>', proc.stdout, re.S)
+  assert m, f"no result from Chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
+  return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@pytest.fixture(scope="session")
+def chromium_check():
+  """check_page_in_chromium, for tests (test modules do not import conftest)."""
+  return check_page_in_chromium
