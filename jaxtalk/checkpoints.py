@@ -242,11 +242,21 @@ class Checkpoints:
     self.close()
 
 
+# Config keys that do not change what a checkpoint holds or how it is used: the holdout split
+# decides which frames trained the model, not its shapes or inputs (a model trained by the demo
+# with data.holdout=0.2 runs under the plain config).
+NOT_COMPARED = {"data": ("holdout",)}
+
+
 def check_compatible(saved_config: dict, config: dict, sections=("model", "data")) -> None:
   """A checkpoint restores only into the model it was made with: the given config sections
-  must match (train.* may change between runs, e.g. more steps)."""
+  must match (train.* may change between runs, e.g. more steps; NOT_COMPARED keys may too)."""
   for sec in sections:
     a, b = saved_config.get(sec), config.get(sec)
+    skip = NOT_COMPARED.get(sec, ())
+    if isinstance(a, dict) and isinstance(b, dict) and skip:
+      a = {k: v for k, v in a.items() if k not in skip}
+      b = {k: v for k, v in b.items() if k not in skip}
     if a != b:
       diff = sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
       raise CheckpointError(
