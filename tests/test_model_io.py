@@ -11,7 +11,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import jaxtalk
+from jaxtalk.checkpoints import CheckpointError, check_compatible
 
 PKG = pathlib.Path(jaxtalk.__file__).parent
 # optional dependencies, imported where they are used so jaxtalk runs without them
@@ -78,3 +81,12 @@ def test_the_local_import_check_finds_one(tmp_path):
   f = tmp_path / "m.py"
   f.write_text("import os\n\ndef g():\n  import json\n  import torch\n  return json\n")
   assert local_imports(f) == ["4: json"]
+
+
+def test_compatibility_ignores_only_the_holdout_split():
+  saved = {"model": {"depth": 2}, "data": {"image_size": 64, "holdout": 0.2}}
+  check_compatible(saved, {"model": {"depth": 2}, "data": {"image_size": 64, "holdout": 0.0}})
+  with pytest.raises(CheckpointError, match=r"data\.image_size"):
+    check_compatible(saved, {"model": {"depth": 2}, "data": {"image_size": 96, "holdout": 0.2}})
+  with pytest.raises(CheckpointError, match=r"model\.depth"):
+    check_compatible(saved, {"model": {"depth": 3}, "data": {"image_size": 64, "holdout": 0.2}})
