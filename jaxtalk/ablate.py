@@ -26,9 +26,16 @@ from collections.abc import Callable, Sequence
 
 import ml_collections
 
+from jaxtalk import infer
 from jaxtalk.config import apply_overrides
+from jaxtalk.data.dataset import open_dataset
 from jaxtalk.demo import budget_overrides
 from jaxtalk.errors import JaxtalkError
+from jaxtalk.metrics.evaluate import evaluate
+from jaxtalk.metrics.slice import save_png
+from jaxtalk.metrics.video_slice import slice_picture
+from jaxtalk.train.a2e_train import train_a2e
+from jaxtalk.train.train import train_renderer
 
 VARIANTS: dict[str, tuple[str, ...]] = {
   "full": (),
@@ -73,13 +80,6 @@ def run_ablation(
   progress: bool = True,
   say: Callable[[str], None] = print,
 ) -> list[dict]:
-  from jaxtalk import infer
-  from jaxtalk.data.dataset import open_dataset
-  from jaxtalk.metrics.evaluate import evaluate
-  from jaxtalk.metrics.slice import save_png
-  from jaxtalk.metrics.video_slice import slice_picture
-  from jaxtalk.train.a2e_train import train_a2e
-  from jaxtalk.train.train import train_renderer
 
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:

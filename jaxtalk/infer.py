@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from jaxtalk import model_io
 from jaxtalk.audio.features import frame_windows, log_mel
 from jaxtalk.config import load_config
 from jaxtalk.data.dataset import FACE_MODEL
@@ -55,6 +56,7 @@ from jaxtalk.face.track_filter import TrackFilter, filter_pose, track_masks
 from jaxtalk.io.audio import is_silent, read_audio
 from jaxtalk.io.video import VideoWriter, read_frames
 from jaxtalk.models.smoothing import smoother_from_config
+from jaxtalk.synthesis.panels import labelled_panels
 from jaxtalk.synthesis.paste import feathered_alpha, paste, polygon_alpha
 from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts
 
@@ -96,11 +98,9 @@ def _find_face_model(folder: pathlib.Path) -> pathlib.Path:
 
 
 def _saved_config(workdir: pathlib.Path) -> dict:
-  from jaxtalk.train.checkpoint import Checkpoints
-
   if not (workdir / "checkpoints").is_dir():
     raise CheckpointMismatch(f"{workdir}: no checkpoints folder (is this a training workdir?)")
-  with Checkpoints(workdir, 1) as ckpt:
+  with model_io.Checkpoints(workdir, 1) as ckpt:
     return ckpt.read_meta().get("config", {})
 
 
@@ -115,20 +115,15 @@ def stage_from_meta(meta: dict) -> int:
 
 def trained_stage(workdir: pathlib.Path) -> int:
   """The stage the latest renderer checkpoint of a workdir was trained through."""
-  from jaxtalk.train.checkpoint import Checkpoints
-
-  with Checkpoints(workdir, 1) as ckpt:
+  with model_io.Checkpoints(workdir, 1) as ckpt:
     return stage_from_meta(ckpt.read_meta())
 
 
 def restore_a2e_state(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> Any:
   """The audio2expression state of a workdir's best checkpoint (by validation), else latest."""
-  from jaxtalk.train.a2e_train import restore_a2e_params
-  from jaxtalk.train.checkpoint import Checkpoints
-
-  with Checkpoints(workdir, cfg.train.keep) as ckpt:
+  with model_io.Checkpoints(workdir, cfg.train.keep) as ckpt:
     has_best = ckpt.best_loss() is not None
-  return restore_a2e_params(cfg, workdir, best=has_best)
+  return model_io.restore_a2e(cfg, workdir, best=has_best)
 
 
 def load_models(
@@ -141,9 +136,6 @@ def load_models(
   The config defaults to the shipped config the renderer was trained with; either way the
   model and data sections must equal the checkpoints' (CheckpointMismatch otherwise).
   """
-  from jaxtalk.train.checkpoint import check_compatible
-  from jaxtalk.train.train import config_json, restore_renderer_params
-
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise CheckpointMismatch(f"{folder}: no such checkpoint folder")
@@ -161,18 +153,18 @@ def load_models(
       ) from e
   else:
     cfg = load_config(config, overrides)
-  current = config_json(cfg)
+  current = model_io.config_json(cfg)
 
   def a2e_part(c: dict) -> dict:
     # audio2expression depends on model.a2e and data only: renderer ablations share it.
     return {"model": {"a2e": c.get("model", {}).get("a2e")}, "data": c.get("data")}
 
   try:
-    check_compatible(saved, current)
+    model_io.check_compatible(saved, current)
   except JaxtalkError as e:
     raise CheckpointMismatch(f"{renderer_dir}: {e}") from e
   try:
-    check_compatible(a2e_part(_saved_config(a2e_dir)), a2e_part(current))
+    model_io.check_compatible(a2e_part(_saved_config(a2e_dir)), a2e_part(current))
   except JaxtalkError as e:
     raise CheckpointMismatch(f"{a2e_dir}: {e}") from e
   face_model = FaceModel.from_arrays(np.load(_find_face_model(folder)))
@@ -181,7 +173,7 @@ def load_models(
       f"the face model has {face_model.expression_dim} expression dims, the config"
       f" data.expression_dim={cfg.data.expression_dim}"
     )
-  renderer_state = restore_renderer_params(cfg, renderer_dir)
+  renderer_state = model_io.restore_renderer(cfg, renderer_dir)
   a2e_state = restore_a2e_state(cfg, a2e_dir)
   return Models(cfg, face_model, renderer_state, a2e_state, folder, trained_stage(renderer_dir))
 
@@ -326,18 +318,15 @@ def _windowed(n: int, window: int, overlap: int, run, inputs: Sequence[np.ndarra
 
 @functools.partial(jax.jit, static_argnames=("model", "norm"))
 def _a2e_apply(params, stats, audio_btwf, *, model, norm):
-  from jaxtalk.train.step import normalise_audio
-
-  return model.apply({"params": params}, normalise_audio(audio_btwf, stats, norm), train=False)
+  audio = model_io.normalise_audio(audio_btwf, stats, norm)
+  return model.apply({"params": params}, audio, train=False)
 
 
 def predict_expressions(models: Models, audio_nwf) -> np.ndarray:
   """(N, E) expressions from N audio windows (an array or `AudioFeatures`), run in overlapping
   windows of a2e_train.seq_len frames."""
-  from jaxtalk.train.state import a2e_model
-
   cfg = models.config
-  model = a2e_model(cfg)
+  model = model_io.a2e_model(cfg)
   window = min(cfg.a2e_train.seq_len, cfg.model.a2e.max_frames)
   st = models.a2e_state
 
@@ -429,24 +418,20 @@ def make_generate(models: Models):
   smoothed, see `smooth_lazy`), masks, expressions and audio -> uint8 frames. One compile per
   window shape, reused for every window and audio. The smoothing is not in here: it runs over
   the whole sequence before windowing (`smoothing_weights`)."""
-  from jaxtalk.train import erosion
-  from jaxtalk.train import step as step_lib
-  from jaxtalk.train.state import renderer_models
-
   cfg = models.config
-  rm = renderer_models(cfg)
+  rm = model_io.renderer_models(cfg)
   stage = 1  # stage 1's forward: the renderer alone, on shapes smoothed beforehand
 
   @jax.jit
   def generate(st, crops, shapes, masks, expression, audio):
-    frames = step_lib.to_signed_unit(crops)
-    background = erosion.erode(frames, masks.astype(jnp.float32))
-    fake, _, _ = step_lib._generator_forward(
-      st.g_params, st.g_stats, rm, background, step_lib.to_signed_unit(shapes), expression,
-      step_lib.normalise_audio(audio, st.data_stats, cfg.train.audio_norm),
+    frames = model_io.to_signed_unit(crops)
+    background = model_io.erode(frames, masks.astype(jnp.float32))
+    fake, _, _ = model_io.generator_forward(
+      st.g_params, st.g_stats, rm, background, model_io.to_signed_unit(shapes), expression,
+      model_io.normalise_audio(audio, st.data_stats, cfg.train.audio_norm),
       stage=stage, train=False,
     )  # fmt: skip
-    return step_lib.to_uint8(fake)
+    return model_io.to_uint8(fake)
 
   return generate
 
@@ -593,5 +578,6 @@ def synthesize(
       writer.write(f.image_hwc)
       if panel_writer is not None:
         real = background.crops_nssc[f.background_index]
-        panel_writer.write(np.concatenate([real, f.crop_ssc, f.shape_ssc], axis=1))
+        panels = [real, f.crop_ssc, f.shape_ssc]
+        panel_writer.write(labelled_panels(panels, ("real", "generated", "shape render")))
   return Result(output, writer.frames, len(samples) / sr, sbs)

@@ -1,8 +1,8 @@
 """SyncNet: the Flax port of syncnet_python's `S`, its weight loader, the MFCC front end and the
 Sync-C / Sync-D arithmetic. Weights are random arrays the tests create under syncnet_python's
-state-dict names; the reference numbers below were computed once with PyTorch running
-syncnet_python's SyncNetModel.S on the same state dict and inputs, and with
-python_speech_features.mfcc (neither is a dependency)."""
+state-dict names; the reference numbers below come from PyTorch running syncnet_python's
+SyncNetModel.S on the same state dict and inputs, and from python_speech_features.mfcc (neither
+is a dependency): scripts/syncnet_reference.py regenerates them (from a separate venv)."""
 
 from __future__ import annotations
 

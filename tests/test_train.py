@@ -22,7 +22,6 @@ from jaxtalk.train.observe import read_metrics
 from jaxtalk.train.synthetic import write_synthetic_dataset
 from jaxtalk.train.train import TrainingDiverged, restore_renderer_params, train_renderer
 
-GRID = pathlib.Path(__file__).resolve().parents[2] / "shared/data/real/grid"
 PERSON = ("id2_vcd_swwp2s", "pwij3p")  # two clips of one speaker
 
 # the loop's bookkeeping, quiet and without validation / samples unless a test wants them
@@ -128,10 +127,9 @@ def test_nonfinite_loss_stops_with_the_last_good_state(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def grid_dataset(tmp_path_factory) -> pathlib.Path:
-  clips = [GRID / f"{name}.mpg" for name in PERSON]
-  if not all(c.is_file() for c in clips):
-    pytest.skip(f"real GRID clips not found in {GRID} (shared/ is not beside the checkout)")
+def grid_dataset(grid_dir, require_data, tmp_path_factory) -> pathlib.Path:
+  clips = [grid_dir / f"{name}.mpg" for name in PERSON]
+  require_data(clips, "the two GRID clips of one speaker")
   from jaxtalk.data.preprocess import preprocess
 
   out = tmp_path_factory.mktemp("grid") / "person"

@@ -32,11 +32,11 @@ def _models(video: str, config: str, overrides: list[str]):
   import numpy as np
 
   from jaxtalk import infer
+  from jaxtalk import model_io as state_lib
   from jaxtalk.config import load_config
   from jaxtalk.face.cache import video_track
   from jaxtalk.face.crop import stable_crop_box, to_crop_coords
   from jaxtalk.face.landmark3d import learn_face_model
-  from jaxtalk.train import state as state_lib
 
   cfg = load_config(config, overrides)
   size = cfg.data.image_size

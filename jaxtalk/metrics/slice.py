@@ -8,11 +8,13 @@ videos of the same face line up and have the same scale.
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
 
+from jaxtalk.errors import JaxtalkError
 from jaxtalk.face.landmarks import LIPS
 
 
@@ -82,10 +84,6 @@ def compose(slices: Sequence[np.ndarray], labels: Sequence[str], gap: int = 8) -
 
 def save_png(path, picture_hwc: np.ndarray) -> None:
   """Writes an RGB picture (PNG or JPEG by the file name); a clear error if it cannot."""
-  import pathlib
-
-  from jaxtalk.errors import JaxtalkError
-
   out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
   if not cv2.imwrite(str(out), cv2.cvtColor(picture_hwc, cv2.COLOR_RGB2BGR)):

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxtalk.data import pipeline as data_lib
 from jaxtalk.data.dataset import DatasetError
+from jaxtalk.model_io import restore_a2e as restore_a2e_params  # noqa: F401  (re-exported)
 from jaxtalk.train import a2e_step
 from jaxtalk.train import state as state_lib
 from jaxtalk.train.checkpoint import Checkpoints, check_compatible
@@ -112,9 +113,19 @@ def train_a2e(
   cfg_json = config_json(cfg)
   latest = open_workdir(ckpt, resume, say)
   abstract = runner.abstract_state(init_fn, init_key, run_key, data_stats)
+  found = None
   if latest is not None:
-    check_compatible(ckpt.read_meta(latest).get("config", {}), cfg_json, ("model", "data"))
-    restored, _ = ckpt.restore(abstract, data_iter, latest)
+    # the newest checkpoint that reads back; damaged ones are reported and set aside
+    found = ckpt.restore_newest_readable(
+      abstract,
+      data_iter,
+      lambda m: check_compatible(m.get("config", {}), cfg_json, ("model", "data")),
+      say,
+    )
+    if found is None:
+      say(f"no readable checkpoint left in {ckpt.workdir / 'checkpoints'}; starting from scratch")
+  if found is not None:
+    restored, _, latest = found
     if int(restored.bad_step) >= 0:
       say(f"the checkpoint stopped on a non-finite step ({int(restored.bad_step)}); continuing")
       restored = restored.replace(bad_step=jax.numpy.full_like(restored.bad_step, -1))
@@ -277,27 +288,3 @@ def training_audio_stats(ds: Any, train_segs: list) -> tuple[Any, Any]:
   std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
   return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
-
-def restore_a2e_params(
-  cfg: Any, workdir: str | pathlib.Path, *, best: bool = False, step: int | None = None
-) -> state_lib.A2EState:
-  """The (single-device) audio2expression state of a workdir's latest (or `step`, or best)
-  checkpoint, for inference: `state.params`, `state.data_stats` (log-mel standardisation)."""
-  model = state_lib.a2e_model(cfg)
-  init_fn = functools.partial(
-    state_lib.init_a2e_state, model=model, tx=state_lib.a2e_tx(cfg), seq_len=cfg.a2e_train.seq_len,
-    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
-  )  # fmt: skip
-  init_key, run_key = state_lib.make_keys(cfg.seed)
-  stats = state_lib.default_data_stats(cfg.data.n_mels)
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev),
-    jax.eval_shape(init_fn, init_key, run_key, stats),
-  )
-  ckpt = Checkpoints(workdir, cfg.train.keep)
-  try:
-    st, _ = ckpt.restore_best(abstract) if best else ckpt.restore(abstract, None, step)
-  finally:
-    ckpt.close()
-  return st

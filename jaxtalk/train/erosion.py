@@ -41,7 +41,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-FILL_VALUE = 0.0  # eroded pixels, in [-1, 1]: mid-gray
+# erode (the background input) is needed at inference too: it lives in the neutral module
+from jaxtalk.model_io import FILL_VALUE, erode  # noqa: F401
+
 POINT_NOISE_TRUNCATION = 2.0  # the point noise is a normal clipped at this many std
 
 
@@ -256,9 +258,3 @@ def augment_masks(
   if params.max_rotate_deg > 0 or params.max_shift > 0:
     m = warp_nearest(m, angle.reshape(b * t), shift.reshape(b * t, 2), centre)
   return m.reshape(b, t, s, s)
-
-
-def erode(frames_bthwc: jax.Array, mask_bthw: jax.Array, fill: float = FILL_VALUE) -> jax.Array:
-  """The background input: frames ([-1, 1]) with the masked pixels set to `fill` (mid-gray)."""
-  m = mask_bthw[..., None].astype(frames_bthwc.dtype)
-  return frames_bthwc * (1 - m) + fill * m

@@ -30,6 +30,12 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxtalk.model_io import (  # noqa: F401  (re-exported: the inference-side forward pass)
+  generator_forward,
+  normalise_audio,
+  to_signed_unit,
+  to_uint8,
+)
 from jaxtalk.train import erosion as erosion_lib
 from jaxtalk.train import losses
 from jaxtalk.train.state import A2EState, RendererModels, RendererState, reset_smoothing_opt
@@ -65,22 +71,6 @@ class RendererHParams:
     )
 
 
-def to_signed_unit(x_uint8: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return x_uint8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
-
-
-def to_uint8(x: jax.Array) -> jax.Array:
-  """float [-1, 1] -> uint8."""
-  return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-
-
-def normalise_audio(audio: jax.Array, stats: PyTree, enabled: bool = True) -> jax.Array:
-  if not enabled:
-    return audio.astype(jnp.float32)
-  return (audio.astype(jnp.float32) - stats["audio_mean"]) / stats["audio_std"]
-
-
 def global_sample_ids(local_batch: int, axis_name: str | None) -> jax.Array:
   ids = jnp.arange(local_batch)
   if axis_name is not None:
@@ -102,40 +92,6 @@ def _commit(old: Any, new: Any, finite: jax.Array) -> Any:
 
 # ----------------------------------------------------------------------------------------------
 # Renderer.
-
-
-def generator_forward(
-  g_params: PyTree,
-  g_stats: PyTree,
-  models: RendererModels,
-  background: jax.Array,
-  shapes: jax.Array,
-  expression: jax.Array,
-  audio: jax.Array,
-  *,
-  stage: int,
-  train: bool,
-) -> tuple[jax.Array, jax.Array, PyTree]:
-  """(frames, shape input, new batch stats): stage 2 smooths the shapes first."""
-  new_stats = g_stats
-  if stage >= 2:
-    variables = {"params": g_params["smoothing"]}
-    if g_stats["smoothing"]:
-      variables["batch_stats"] = g_stats["smoothing"]
-    if train and g_stats["smoothing"]:
-      (shapes, _), upd = models.smoother.apply(
-        variables, expression, shapes, train=True, mutable=["batch_stats"]
-      )
-      new_stats = {**g_stats, "smoothing": upd["batch_stats"]}
-    else:
-      shapes, _ = models.smoother.apply(variables, expression, shapes, train=False)
-  fake = models.renderer.apply(
-    {"params": g_params["renderer"]}, background, shapes, audio, train=train
-  )
-  return fake, shapes, new_stats
-
-
-_generator_forward = generator_forward  # the name jaxtalk.infer first used
 
 
 def renderer_inputs(

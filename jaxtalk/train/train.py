@@ -28,6 +28,8 @@ import numpy as np
 from jaxtalk.data import pipeline as data_lib
 from jaxtalk.data.dataset import FACE_MODEL
 from jaxtalk.errors import ConfigError, JaxtalkError
+from jaxtalk.model_io import config_json  # noqa: F401  (re-exported)
+from jaxtalk.model_io import restore_renderer as restore_renderer_params  # noqa: F401
 from jaxtalk.train import state as state_lib
 from jaxtalk.train import step as step_lib
 from jaxtalk.train.checkpoint import CheckpointError, Checkpoints, check_compatible
@@ -71,10 +73,6 @@ def stop_diverged(good: Any, bad_step: int, ckpt: Any, data_iter: Any, meta: Cal
 
 # ----------------------------------------------------------------------------------------------
 # Shared by the renderer and audio2expression loops.
-
-
-def config_json(cfg: Any) -> dict:
-  return json.loads(cfg.to_json())
 
 
 def check_dataset(ds: Any, cfg: Any) -> None:
@@ -265,9 +263,16 @@ def train_renderer(
   cfg_json = config_json(cfg)
   latest = open_workdir(ckpt, resume, say)
   abstract = runner.abstract_state(init_fn, init_key, run_key, data_stats)
+  found = None
   if latest is not None:
-    check_compatible(ckpt.read_meta(latest).get("config", {}), cfg_json)
-    restored, _ = ckpt.restore(abstract, data_iter, latest)
+    # the newest checkpoint that reads back; damaged ones are reported and set aside
+    found = ckpt.restore_newest_readable(
+      abstract, data_iter, lambda m: check_compatible(m.get("config", {}), cfg_json), say
+    )
+    if found is None:
+      say(f"no readable checkpoint left in {ckpt.workdir / 'checkpoints'}; starting from scratch")
+  if found is not None:
+    restored, _, latest = found
     if int(restored.bad_step) >= 0:  # resuming a diverged run (e.g. with a lower lr)
       say(f"the checkpoint stopped on a non-finite step ({int(restored.bad_step)}); continuing")
       restored = restored.replace(bad_step=jax.numpy.full_like(restored.bad_step, -1))
@@ -423,33 +428,3 @@ def train_renderer(
   log.write({"event": "end", "step": step, "best_val": best})
   say(f"done at step {step}; checkpoints in {ckpt.workdir / 'checkpoints'}")
   return RunResult(step, workdir, best, vgg_params is not None, last)
-
-
-def restore_renderer_params(
-  cfg: Any, workdir: str | pathlib.Path, *, best: bool = False, step: int | None = None
-) -> Any:
-  """The (single-device) renderer state of a workdir's latest (or `step`, or best) checkpoint,
-  for inference and evaluation: `state.g_params`, `state.g_stats`, `state.data_stats`."""
-  models = state_lib.renderer_models(cfg)
-  g_tx, d_tx = state_lib.generator_tx(cfg), state_lib.discriminator_tx(cfg)
-  init_fn = functools.partial(
-    state_lib.init_renderer_state, models=models, g_tx=g_tx, d_tx=d_tx, seq_len=cfg.train.seq_len,
-    image_size=cfg.data.image_size, expression_dim=cfg.data.expression_dim,
-    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
-  )  # fmt: skip
-  init_key, run_key = state_lib.make_keys(cfg.seed)
-  stats = state_lib.default_data_stats(cfg.data.n_mels)
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev),
-    jax.eval_shape(init_fn, init_key, run_key, stats),
-  )
-  ckpt = Checkpoints(workdir, cfg.train.keep)
-  try:
-    if best:
-      st, _ = ckpt.restore_best(abstract)
-    else:
-      st, _ = ckpt.restore(abstract, None, step)
-  finally:
-    ckpt.close()
-  return st
