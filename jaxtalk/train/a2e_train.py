@@ -287,4 +287,3 @@ def training_audio_stats(ds: Any, train_segs: list) -> tuple[Any, Any]:
   mean = total / count
   std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
   return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
-
