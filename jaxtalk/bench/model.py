@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="also time each renderer part (encoder, fusion, dependency, bottleneck, decoder)",
   )
   parser.add_argument(
+    "--trace",
+    default=None,
+    metavar="DIR",
+    help="write a jax.profiler trace of the whole run to DIR (view in Perfetto / XProf)",
+  )
+  parser.add_argument(
     "--modules",
     default="renderer,smoothing,discriminator,a2e,vgg",
     help="which modules to measure, comma-separated",
@@ -150,6 +156,19 @@ def renderer_parts(model: Any, variables: Any, size: int, b: int, t: int, w: int
 
 
 def run(args: argparse.Namespace) -> int:
+  import jax
+
+  if args.trace:
+    jax.profiler.start_trace(args.trace)
+  try:
+    return _run(args)
+  finally:
+    if args.trace:
+      jax.profiler.stop_trace()
+      print(f"  profiler trace written under {args.trace}")
+
+
+def _run(args: argparse.Namespace) -> int:
   import jax
   import jax.numpy as jnp
 
