@@ -1,10 +1,15 @@
 """Model speed and size: forward time per frame, compile time, parameters and FLOPs per module.
 
   jaxtalk bench model [--config grid] [--sizes 128,256] [--batch 1] [--frames 8] [--dtype float32]
+                      [--per-module]
 
 The renderer is timed per size (B clips of T frames, compile excluded and reported apart);
 smoothing, discriminator, audio2expression and VGG19 are timed at the largest size. FLOPs are
 XLA's own count for the compiled forward (cost_analysis), so they include everything XLA runs.
+
+--per-module also times each part of the renderer on its own (encoder, audio fusion, dependency
+transformer, bottleneck, decoder; each jitted apart on the inputs it sees inside the renderer,
+with the renderer's own parameters) and prints GFLOP/s, so the rows show where the time goes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
   parser.add_argument("--dtype", default=None, help="compute dtype (default: the config's)")
   parser.add_argument("--repeats", type=int, default=2, help="timed forwards after a warm-up")
+  parser.add_argument(
+    "--per-module",
+    action="store_true",
+    help="also time each renderer part (encoder, fusion, dependency, bottleneck, decoder)",
+  )
+  parser.add_argument(
+    "--trace",
+    default=None,
+    metavar="DIR",
+    help="write a jax.profiler trace of the whole run to DIR (view in Perfetto / XProf)",
+  )
   parser.add_argument(
     "--modules",
     default="renderer,smoothing,discriminator,a2e,vgg",
@@ -79,7 +95,80 @@ def _init(model: Any, *args: Any, **kwargs: Any) -> Any:
   return jax.jit(lambda key: model.init(key, *args, **kwargs))(jax.random.PRNGKey(0))
 
 
+def _fields(cls: Any, model: Any) -> dict[str, Any]:
+  """The renderer's settings that module class `cls` also takes (so a part is built exactly as
+  the renderer builds it, whatever fields the part gains later)."""
+  own = {f for f in getattr(cls, "__dataclass_fields__", {}) if f not in ("parent", "name")}
+  return {f: getattr(model, f) for f in own if f in model.__dataclass_fields__}
+
+
+def renderer_parts(model: Any, variables: Any, size: int, b: int, t: int, w: int, f: int):
+  """[(part name, fn(params, *inputs), params, inputs)] for the renderer's parts, each on
+  inputs of the shape it gets inside the renderer (random values: timing only)."""
+  import jax  # noqa: PLC0415
+
+  from jaxtalk.models import renderer as R  # noqa: PLC0415
+  from jaxtalk.models.layers import ResBlock  # noqa: PLC0415
+
+  params = variables["params"]
+  n, s = b * t, size // 2**model.n_down
+  width = model.base_channels * 2**model.n_down
+  key = jax.random.PRNGKey(1)
+  dt = model.dtype
+  feat = jax.random.normal(key, (n, s, s, width)).astype(dt)
+  parts = []
+  enc = R.Encoder(**_fields(R.Encoder, model))
+  x = jax.random.uniform(key, (n, size, size, 6), minval=-1.0, maxval=1.0).astype(dt)
+  parts.append(("encoder", lambda p, x: enc.apply({"params": p}, x), params["encoder"], (x,)))
+  if model.audio_fusion:
+    fus = R.AudioFusion(**_fields(R.AudioFusion, model))
+    audio = jax.random.normal(key, (n, w, f))
+    parts.append(
+      (
+        "audio fusion",
+        lambda p, x, a: fus.apply({"params": p}, x, a),
+        params["audio_fusion"],
+        (feat, audio),
+      )
+    )
+  if model.dependency:
+    dep = R.DependencyModule(**_fields(R.DependencyModule, model))
+    parts.append(
+      (
+        "dependency",
+        lambda p, x: dep.apply({"params": p}, x),
+        params["dependency"],
+        (feat.reshape(b, t, s, s, width),),
+      )
+    )
+  res = ResBlock(width, dt)
+
+  def bottleneck(p, x):
+    for i in range(model.n_res_blocks):
+      x = res.apply({"params": p[f"res{i}"]}, x)
+    return x
+
+  res_params = {k: v for k, v in params.items() if k.startswith("res")}
+  parts.append(("bottleneck", bottleneck, res_params, (feat,)))
+  dec = R.Decoder(**_fields(R.Decoder, model))
+  parts.append(("decoder", lambda p, x: dec.apply({"params": p}, x), params["decoder"], (feat,)))
+  return parts
+
+
 def run(args: argparse.Namespace) -> int:
+  import jax
+
+  if args.trace:
+    jax.profiler.start_trace(args.trace)
+  try:
+    return _run(args)
+  finally:
+    if args.trace:
+      jax.profiler.stop_trace()
+      print(f"  profiler trace written under {args.trace}")
+
+
+def _run(args: argparse.Namespace) -> int:
   import jax
   import jax.numpy as jnp
 
@@ -135,6 +224,14 @@ def run(args: argparse.Namespace) -> int:
         parts[group] = parts.get(group, 0) + _count(sub)
       print("    params by part: " + ", ".join(f"{k} {v:,}" for k, v in parts.items()))
       print(f"    init (compile + random parameters): {init_s:.1f} s")
+      if args.per_module:
+        total = 0.0
+        for name, fn, p, inputs in renderer_parts(model, variables, size, b, t, w, f):
+          pm = _measure(fn, (p, *inputs), args.repeats)
+          total += pm["best_s"]
+          row(f"  {name}", size, _count(p), pm, n)
+          print(f"{'':>76}{pm['gflop'] / pm['best_s']:8.1f} GFLOP/s")
+        print(f"    sum of parts: {total:.3f} s ({1000 * total / n:.1f} ms/frame)")
       del variables
 
   frames = jax.random.uniform(key, (b, t, top, top, 3), minval=-1.0, maxval=1.0)

@@ -3,6 +3,7 @@ host input pipeline.
 
   jaxtalk bench train [--sizes tiny,128,256] [--batch 1] [--frames 8] [--steps 3] [--stage 1]
                       [--vgg] [--pipeline-batch 8] [--pipeline-frames 12] [--workers 0,2]
+                      [--breakdown]
 
 `tiny` is configs/tiny.py as it is (64x64, its own batch and frames); the other sizes use the
 paper-scale model of --config (default grid) at that crop with B=--batch, T=--frames. Each is
@@ -11,6 +12,13 @@ dataset of the right shapes written to a temporary folder. --vgg adds the percep
 random VGG19 weights (same cost as real ones). The pipeline is timed in windows/s: batches of
 --pipeline-batch windows of --pipeline-frames frames at the largest size, in-process and with
 each --workers count (worker processes).
+
+--breakdown also times the parts of the step, each jitted on its own on the same state and
+batch (compile excluded, best of --steps): input preparation with the augmented erosion, the
+generator forward, generator forward + backward (L1 only), the discriminator forward + backward
+of its update (real and generated frames), VGG19 forward + backward through the generated
+frames (with --vgg), and the two Adam updates. The parts do not add up to the step exactly:
+XLA fuses and schedules the whole step together.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workers", default="0,2", help="pipeline worker counts to time")
   parser.add_argument("--no-pipeline", dest="pipeline", action="store_false")
   parser.add_argument("--no-step", dest="step", action="store_false")
+  parser.add_argument("--breakdown", action="store_true", help="also time the step's parts")
 
 
 def _config(args: argparse.Namespace, size: str):
@@ -117,6 +126,104 @@ def time_step(cfg, data_dir: str, steps: int, stage: int, vgg: bool) -> dict:
   }
 
 
+def _best(fn, args: tuple, repeats: int) -> float:
+  import jax  # noqa: PLC0415
+
+  compiled = jax.jit(fn).lower(*args).compile()
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(max(repeats, 1)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+def time_breakdown(cfg, data_dir: str, repeats: int, stage: int, vgg: bool) -> dict[str, float]:
+  """Seconds per part of the renderer step (see the module docstring), single device."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import optax  # noqa: PLC0415
+
+  from jaxtalk.data import pipeline as P  # noqa: PLC0415
+  from jaxtalk.train import losses as L  # noqa: PLC0415
+  from jaxtalk.train import state as S  # noqa: PLC0415
+  from jaxtalk.train import step as St  # noqa: PLC0415
+
+  t = cfg.train
+  ds = P.open_data(data_dir)
+  segs, _, _ = P.split_segments(P.list_clips(ds), 0.0, t.seq_len)
+  it = iter(P.train_dataset(P.WindowSource(ds, segs, t.seq_len), global_batch=t.batch_size, seed=0))
+  batch = jax.device_put(next(it))
+  models = S.renderer_models(cfg, perceptual=vgg)
+  g_tx, d_tx = S.generator_tx(cfg), S.discriminator_tx(cfg)
+  init_key, run_key = S.make_keys(0)
+  state = jax.jit(
+    functools.partial(
+      S.init_renderer_state,
+      models=models,
+      g_tx=g_tx,
+      d_tx=d_tx,
+      seq_len=t.seq_len,
+      image_size=cfg.data.image_size,
+      expression_dim=cfg.data.expression_dim,
+      audio_window=cfg.data.audio_window,
+      n_mels=cfg.data.n_mels,
+    )  # fmt: skip
+  )(init_key, run_key, S.default_data_stats(cfg.data.n_mels))
+  hp = St.RendererHParams.from_config(cfg)
+  vgg_params = _vgg_params() if vgg else None
+  key = jax.random.key(1)
+  out = {}
+  out["inputs + erosion"] = _best(
+    lambda s, b, k: St.renderer_inputs(s, b, k, hp), (state, batch, key), repeats
+  )
+  x = jax.jit(lambda s, b, k: St.renderer_inputs(s, b, k, hp))(state, batch, key)
+
+  def g_fwd(p):
+    return St.generator_forward(
+      p, state.g_stats, models, x["background"], x["shapes"], x["expression"], x["audio"],
+      stage=stage, train=True,
+    )[0]  # fmt: skip
+
+  out["G forward"] = _best(g_fwd, (state.g_params,), repeats)
+
+  def g_l1(p):
+    return L.weighted_l1(g_fwd(p), x["frames"], x["mask"], hp.mouth_weight)
+
+  out["G forward + backward (L1)"] = _best(jax.grad(g_l1), (state.g_params,), repeats)
+  fake = jax.jit(g_fwd)(state.g_params)
+
+  def d_loss(dp, fake):
+    real = models.discriminator.apply({"params": dp}, x["frames"])
+    return L.discriminator_loss(real, models.discriminator.apply({"params": dp}, fake))
+
+  out["D forward + backward (real, fake)"] = _best(
+    jax.grad(d_loss), (state.d_params, fake), repeats
+  )
+
+  def g_adv(fake, dp):
+    return L.generator_adv_loss(models.discriminator.apply({"params": dp}, fake), hp.gan_g_loss)
+
+  out["D in G loss (fwd + bwd to frames)"] = _best(jax.grad(g_adv), (fake, state.d_params), repeats)
+  if vgg:
+
+    def perc(fake, vp):
+      return L.perceptual(lambda im: models.vgg.apply({"params": vp}, im), fake, x["frames"])
+
+    out["VGG19 forward + backward"] = _best(jax.grad(perc), (fake, vgg_params), repeats)
+
+  def adam(s):
+    g_grads = jax.tree.map(jnp.ones_like, s.g_params)
+    d_grads = jax.tree.map(jnp.ones_like, s.d_params)
+    gu, go = g_tx.update(g_grads, s.g_opt, s.g_params)
+    du, do = d_tx.update(d_grads, s.d_opt, s.d_params)
+    return optax.apply_updates(s.g_params, gu), go, optax.apply_updates(s.d_params, du), do
+
+  out["Adam updates (G, D)"] = _best(adam, (state,), repeats)
+  return out
+
+
 def time_pipeline(data_dir: str, batch: int, frames: int, n_batches: int, workers: int) -> float:
   from jaxtalk.data import pipeline as P  # noqa: PLC0415
 
@@ -167,6 +274,9 @@ def run(args: argparse.Namespace) -> int:
           f"{r['compile_s']:9.1f} {r['step_s']:13.3f} {r['mean_s']:7.3f}",
           flush=True,
         )
+      if args.breakdown:
+        for part, sec in time_breakdown(cfg, root, args.steps, args.stage, args.vgg).items():
+          print(f"    {part:<36} {sec:8.3f} s", flush=True)
     if args.pipeline and largest is not None:
       s = int(largest.rsplit("ds", 1)[1])
       print(f"pipeline at {s}x{s}: batches of {args.pipeline_batch} windows x "

@@ -51,6 +51,26 @@ def reflect_pad(x_nhwc: jax.Array, pad: int) -> jax.Array:
   return jnp.pad(x_nhwc, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+def crop_border(x_nhwc: jax.Array, pad: int) -> jax.Array:
+  """Drops `pad` pixels on each side of H and W."""
+  if pad == 0:
+    return x_nhwc
+  return x_nhwc[:, pad:-pad, pad:-pad, :]
+
+
+def reflect_conv(conv: nn.Module, x_nhwc: jax.Array, pad: int) -> jax.Array:
+  """`conv` (an odd-kernel, stride-1 nn.Conv with padding="SAME") over the input reflect-padded
+  by `pad`, equal to the VALID conv of the padded input.
+
+  Why not padding="VALID": XLA CPU's convolution kernels (YNNPACK) run an unpadded conv 2-10x
+  slower than a padded one of the same size (a 7x7 64->3 conv at 128x128: 4.2 s VALID against
+  0.38 s SAME for 8 frames, `jaxtalk bench model --per-module`, docs/benchmarks.md). The SAME
+  conv of the padded map computes (1 + 2 pad / H)^2 more outputs; its centre is exactly the
+  VALID result (same taps, same order), so the extra border is cropped.
+  """
+  return crop_border(conv(reflect_pad(x_nhwc, pad)), pad)
+
+
 class ConvNormAct(nn.Module):
   """Conv (reflect or zero padded) -> instance norm -> leaky ReLU, on (N, H, W, C)."""
 
@@ -71,23 +91,61 @@ class ConvNormAct(nn.Module):
       # kernel 4 stride 2 with 1 pixel each side halves H and W exactly (pix2pix convention).
       pad = (self.kernel - self.stride) // 2
       pads = ((pad, pad),) * 2
-    if self.reflect:
+    fast_reflect = self.reflect and self.stride == 1 and self.kernel % 2 == 1
+    if self.reflect and not fast_reflect:
       x_nhwc = reflect_pad(x_nhwc, pads[0][0])
       pads = "VALID"
-    x_nhwc = nn.Conv(
+    conv = nn.Conv(
       self.features,
       (self.kernel, self.kernel),
       strides=(self.stride, self.stride),
-      padding=pads,
+      padding="SAME" if fast_reflect else pads,
       dtype=self.dtype,
       # a bias right before instance norm is cancelled by the mean subtraction
       use_bias=not self.norm,
-    )(x_nhwc)
+    )
+    x_nhwc = reflect_conv(conv, x_nhwc, pad) if fast_reflect else conv(x_nhwc)
     if self.norm:
       x_nhwc = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype)(x_nhwc)
     if self.act:
       x_nhwc = leaky_relu(x_nhwc)
     return x_nhwc
+
+
+class UpConv(nn.Module):
+  """Transposed conv 4x4, stride 2, padding "SAME", no bias, computed sub-pixel: equal to
+  `nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)` with the
+  same parameter (`kernel`, (4, 4, C_in, features)) and initialiser, (N, H, W, C) -> (N, 2H, 2W, F).
+
+  lax.conv_transpose runs a conv over the input dilated with zeros (3 of every 4 taps multiply a
+  zero), which XLA CPU executes 2-3x slower than the dense equivalent. Per axis, output 2m takes
+  x[m-1] w[0] + x[m] w[2] and output 2m+1 takes x[m] w[1] + x[m+1] w[3] (lax's SAME transpose
+  padding is 2 each side, kernel not flipped). So one dense 2x2 conv of x zero-padded by 1 with
+  the kernel regrouped to 4 F outputs (one per output phase (ry, rx)) gives every phase: phase r
+  is that conv's output shifted by r. The four phases are then interleaved (depth to space).
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+    n, h, w, c = x_nhwc.shape
+    f = self.features
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, c, f), jnp.float32)
+    x_nhwc, kernel = nn.dtypes.promote_dtype(x_nhwc, kernel, dtype=self.dtype)
+    # kernel index 2 * tap + phase per axis: (tap_y a, r_y r, tap_x b, r_x s, C, F)
+    k = kernel.reshape(2, 2, 2, 2, c, f)
+    k = jnp.einsum("arbscf->abcrsf", k).reshape(2, 2, c, 4 * f)
+    y = jax.lax.conv_general_dilated(
+      x_nhwc, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ).reshape(n, h + 1, w + 1, 2, 2, f)
+    rows = [
+      jnp.stack([y[:, ry : ry + h, rx : rx + w, ry, rx] for rx in range(2)], axis=3)
+      for ry in range(2)
+    ]
+    # (N, H, r_y, W, r_x, F) -> (N, 2H, 2W, F): output pixel (2m + r_y, 2l + r_x)
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, f)
 
 
 class ResBlock(nn.Module):

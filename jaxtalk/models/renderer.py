@@ -31,10 +31,11 @@ from jaxtalk.models.layers import (
   ResBlock,
   ShardingLike,
   TransformerStack,
+  UpConv,
   compute_dtype,
   constrain,
   leaky_relu,
-  reflect_pad,
+  reflect_conv,
 )
 
 
@@ -187,13 +188,12 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
     for i in reversed(range(self.n_down)):
-      x_nhwc = nn.ConvTranspose(
-        self.base_channels * 2**i, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
-        dtype=self.dtype,
-      )(x_nhwc)  # fmt: skip
+      # named as the nn.ConvTranspose it replaces, so parameter trees and checkpoints match
+      k = self.n_down - 1 - i
+      x_nhwc = UpConv(self.base_channels * 2**i, self.dtype, name=f"ConvTranspose_{k}")(x_nhwc)
       x_nhwc = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype)(x_nhwc)
       x_nhwc = leaky_relu(x_nhwc)
-    x_nhwc = nn.Conv(3, (7, 7), padding="VALID", dtype=self.dtype)(reflect_pad(x_nhwc, 3))
+    x_nhwc = reflect_conv(nn.Conv(3, (7, 7), padding="SAME", dtype=self.dtype), x_nhwc, 3)
     return jnp.tanh(x_nhwc)
 
 
