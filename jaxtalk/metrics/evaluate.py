@@ -37,6 +37,7 @@ from jaxtalk.io.video import iter_frames, probe_video
 from jaxtalk.metrics.cpbd import cpbd
 from jaxtalk.metrics.image import psnr, ssim
 from jaxtalk.metrics.landmark_distance import landmark_distance
+from jaxtalk.metrics.lpips import FaceMouthLpips
 from jaxtalk.metrics.msi import msi_from_config
 from jaxtalk.metrics.sync import SYNC_FPS, SYNC_SAMPLE_RATE, VSHIFT, SyncNetScorer, sync_metrics
 
@@ -166,6 +167,7 @@ def evaluate(
   # One decoding pass over both videos: paired metrics on the first n_paired frames, CPBD on
   # every predicted frame.
   ssims, psnrs, sharpness = [], [], []
+  lp = FaceMouthLpips(n_paired if ref_track is not None else 0)  # LPIPS, face crop + mouth box
   ref_frames = iter_frames(ref) if ref is not None else iter(())
   pairs = itertools.zip_longest(iter_frames(pred), itertools.islice(ref_frames, n_paired))
   for p, r in tqdm(pairs, total=n_pred, disable=not progress, desc="metrics"):
@@ -176,8 +178,10 @@ def evaluate(
       p_r = _resize(p, r.shape[:2])
       ssims.append(ssim(p_r, r))
       psnrs.append(min(psnr(p_r, r), PSNR_CAP_DB))
+      lp.add(p_r, r, ref_track.landmarks_tn2[lp.index])
   record["ssim"] = float(np.mean(ssims)) if ssims else None
   record["psnr"] = float(np.mean(psnrs)) if psnrs else None
+  record.update(lp.result())
 
   if ref_track is not None:
     (ph, pw), (rh, rw) = pred_track.image_hw, ref_track.image_hw
@@ -228,6 +232,11 @@ def to_markdown(records: list[dict]) -> str:
       t = r["trimmed_from"]
       notes.append(
         f"{name}: trimmed to {r['paired_frames']} frames (pred {t['pred']}, ref {t['ref']})"
+      )
+    if r.get("lpips_vgg_face") is not None:
+      notes.append(
+        f"{name}: LPIPS VGG/Alex face {r['lpips_vgg_face']:.3f}/{r['lpips_alex_face']:.3f}, "
+        f"mouth {r['lpips_vgg_mouth']:.3f}/{r['lpips_alex_mouth']:.3f} ({r['lpips_frames']} frames)"
       )
     status = r.get("sync_status")
     if status and status != "ok":
