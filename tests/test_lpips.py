@@ -226,3 +226,26 @@ def test_perceptual_is_on_by_default_in_grid_with_vgg16():
   with pytest.raises(ConfigError, match="train.perceptual"):
     load_perceptual(cfg)
   assert load_config("tiny").train.perceptual == "off"  # fast tests; see configs/tiny.py
+
+
+def test_face_mouth_lpips_scores_a_sample_of_paired_frames():
+  """evaluate()'s accumulator: evenly spaced frames, boxes from the reference's landmarks; a
+  copy scores 0 and a degraded copy more."""
+  from jaxtalk.metrics.lpips import FaceMouthLpips
+
+  rng = np.random.default_rng(4)
+  ref = rng.integers(0, 256, (10, 90, 90, 3), dtype=np.uint8)
+  ref = np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in ref])
+  lm = np.zeros((68, 2))
+  lm[:, 0], lm[:, 1] = np.linspace(10, 80, 68), np.linspace(10, 80, 68)
+  scores = {}
+  for name, pred in (("copy", ref), ("noisy", np.clip(ref + rng.normal(0, 40, ref.shape), 0, 255))):
+    acc = FaceMouthLpips(n_paired=10, max_frames=4)
+    for p, r in zip(pred.astype(np.uint8), ref, strict=True):
+      acc.add(p, r, lm)
+    assert acc.keep == {0, 3, 6, 9} and len(acc.crops) == 4
+    scores[name] = acc.result()
+  assert scores["copy"]["lpips_frames"] == 4
+  for key in ("lpips_vgg_face", "lpips_alex_face", "lpips_vgg_mouth", "lpips_alex_mouth"):
+    assert abs(scores["copy"][key]) < 1e-6 and scores["noisy"][key] > 0.01
+  assert FaceMouthLpips(0).result()["lpips_vgg_face"] is None
