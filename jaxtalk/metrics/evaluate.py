@@ -51,6 +51,7 @@ from jaxtalk.metrics.articulation import articulation, audio_envelope, mouth_ape
 from jaxtalk.metrics.cpbd import cpbd
 from jaxtalk.metrics.image import psnr, ssim
 from jaxtalk.metrics.landmark_distance import landmark_distance
+from jaxtalk.metrics.lpips import FaceMouthLpips
 from jaxtalk.metrics.msi import msi_from_config
 from jaxtalk.metrics.sharpness import box_pixels, laplacian_variance, mouth_box, ratio
 from jaxtalk.metrics.sync import SYNC_FPS, SYNC_SAMPLE_RATE, VSHIFT, SyncNetScorer, sync_metrics
@@ -249,6 +250,7 @@ def evaluate(
   # One decoding pass over both videos: paired metrics on the first n_paired frames, CPBD and
   # mouth sharpness on every predicted frame.
   acc: dict[str, list[float]] = {k: [] for k in METRIC_LISTS}
+  lp = FaceMouthLpips(n_paired if ref_track is not None else 0)  # LPIPS, face crop + mouth box
   ref_frames = iter_frames(ref) if ref is not None else iter(())
   pairs = itertools.zip_longest(iter_frames(pred), itertools.islice(ref_frames, n_paired))
   for p, r in tqdm(pairs, total=n_pred, disable=not progress, desc="metrics"):
@@ -269,10 +271,12 @@ def evaluate(
       acc["frame_psnr"].append(min(psnr(p_r, r), PSNR_CAP_DB))
       acc["ref_mouth_lapvar"].append(laplacian_variance(r_mouth))
       acc["ref_mouth_cpbd"].append(cpbd(r_mouth))
+      lp.add(p_r, r, ref_track.landmarks_tn2[lp.index])
   for key, values in acc.items():
     record[key] = float(np.mean(values)) if values else None
   record["mouth_lapvar_ratio"] = ratio(record["mouth_lapvar"], record["ref_mouth_lapvar"])
   record["mouth_cpbd_ratio"] = ratio(record["mouth_cpbd"], record["ref_mouth_cpbd"])
+  record.update(lp.result())
 
   if ref_track is not None:
     (ph, pw), (rh, rw) = pred_track.image_hw, ref_track.image_hw
@@ -333,6 +337,11 @@ def to_markdown(records: list[dict]) -> str:
       t = r["trimmed_from"]
       notes.append(
         f"{name}: trimmed to {r['paired_frames']} frames (pred {t['pred']}, ref {t['ref']})"
+      )
+    if r.get("lpips_vgg_face") is not None:
+      notes.append(
+        f"{name}: LPIPS VGG/Alex face {r['lpips_vgg_face']:.3f}/{r['lpips_alex_face']:.3f}, "
+        f"mouth {r['lpips_vgg_mouth']:.3f}/{r['lpips_alex_mouth']:.3f} ({r['lpips_frames']} frames)"
       )
     status = r.get("sync_status")
     if status and status != "ok":

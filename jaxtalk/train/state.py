@@ -43,6 +43,7 @@ from jaxtalk.model_io import (  # noqa: F401
   init_a2e_state,
   init_renderer_state,
   make_keys,
+  perceptual_module,
   renderer_models,
   subtree_labels,
 )

