@@ -59,18 +59,6 @@ def test_perceptual_uses_all_layers_and_stops_the_target_gradient():
   assert float(jnp.abs(g).sum()) == 0.0
 
 
-def test_expression_loss_has_a_velocity_term():
-  target = jnp.zeros((1, 4, 2))
-  jitter = jnp.array([[[0.1, 0], [-0.1, 0], [0.1, 0], [-0.1, 0]]])
-  offset = jnp.full((1, 4, 2), 0.1 / np.sqrt(2))  # same L2, no velocity error
-  _, a = L.expression_loss(jitter, target, 1.0)
-  _, b = L.expression_loss(offset, target, 1.0)
-  assert float(a["l2"]) == pytest.approx(float(b["l2"]))
-  assert float(a["velocity"]) > 0 and float(b["velocity"]) == pytest.approx(0.0, abs=1e-9)
-  total, _ = L.expression_loss(jitter, target, 3.0)
-  assert float(total) == pytest.approx(float(a["l2"] + 3.0 * a["velocity"]))
-
-
 def test_perceptual_switch_is_explicit(tmp_path):
   cfg = load_config("tiny")
   params, note = load_perceptual(cfg)

@@ -152,16 +152,3 @@ def generator_adv_loss(fake_logits: jax.Array, kind: str = "saturating") -> jax.
   if kind == "nonsaturating":
     return -jnp.mean(log_d(fake_logits))
   raise ValueError(f"train.gan_g_loss must be one of {GAN_G_LOSSES}, got {kind!r}")
-
-
-def expression_loss(
-  pred_bte: jax.Array, target_bte: jax.Array, velocity_weight: float
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """audio2expression: L2 on expressions + velocity_weight * L2 on their frame differences
-  (penalises jitter the position term alone does not see). Means over batch, frames, dims."""
-  pred_bte = pred_bte.astype(jnp.float32)
-  target_bte = target_bte.astype(jnp.float32)
-  l2 = jnp.mean(jnp.square(pred_bte - target_bte))
-  vel = jnp.mean(jnp.square(jnp.diff(pred_bte, axis=1) - jnp.diff(target_bte, axis=1)))
-  total = l2 + velocity_weight * vel
-  return total, {"loss": total, "l2": l2, "velocity": vel}

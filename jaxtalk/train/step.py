@@ -38,7 +38,7 @@ from jaxtalk.model_io import (  # noqa: F401  (re-exported: the inference-side f
 )
 from jaxtalk.train import erosion as erosion_lib
 from jaxtalk.train import losses
-from jaxtalk.train.state import A2EState, RendererModels, RendererState, reset_smoothing_opt
+from jaxtalk.train.state import RendererModels, RendererState, reset_smoothing_opt
 
 PyTree = Any
 
@@ -263,53 +263,3 @@ def enter_stage2(state: RendererState, *, g_tx: optax.GradientTransformation) ->
 
 # ----------------------------------------------------------------------------------------------
 # audio2expression.
-
-
-def a2e_train_step(
-  state: A2EState,
-  batch: PyTree,
-  rng: jax.Array,
-  *,
-  model: Any,
-  tx: optax.GradientTransformation,
-  velocity_weight: float,
-  audio_norm: bool = True,
-  axis_name: str | None = None,
-) -> tuple[A2EState, dict[str, jax.Array]]:
-  """L2 on expressions + velocity_weight * L2 on their frame differences; one Adam update."""
-  del rng  # no dropout or augmentation
-  audio = normalise_audio(batch["audio"], state.data_stats, audio_norm)
-  target = batch["expression"].astype(jnp.float32)
-
-  def loss_fn(params):
-    pred = model.apply({"params": params}, audio, train=True)
-    return losses.expression_loss(pred, target, velocity_weight)
-
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = _pmean(grads, axis_name)
-  metrics = _pmean(aux, axis_name)
-  norm = optax.tree.norm(grads)
-  metrics["grad_norm"] = norm
-  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(norm)
-  updates, opt = tx.update(grads, state.opt, state.params)
-  new = state.replace(
-    step=state.step + 1, params=optax.apply_updates(state.params, updates), opt=opt
-  )
-  new = _commit(state, new, finite)
-  metrics.update(finite=finite, bad_step=new.bad_step, step=new.step)
-  return new, metrics
-
-
-def a2e_eval_step(
-  state: A2EState,
-  batch: PyTree,
-  *,
-  model: Any,
-  velocity_weight: float,
-  audio_norm: bool = True,
-  axis_name: str | None = None,
-) -> dict[str, jax.Array]:
-  audio = normalise_audio(batch["audio"], state.data_stats, audio_norm)
-  pred = model.apply({"params": state.params}, audio, train=False)
-  _, aux = losses.expression_loss(pred, batch["expression"], velocity_weight)
-  return _pmean(aux, axis_name)
