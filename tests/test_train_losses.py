@@ -99,9 +99,8 @@ def test_train_step_trains_through_the_perceptual_term(tmp_path, net):
     np.savez(path, **{k: rng.normal(0, 0.05, s).astype(np.float32)
                       for k, s in torchvision_vgg19_shapes().items()})  # fmt: skip
     cfg.train.vgg_weights = str(path)
-  else:
+  else:  # the full view; the "mouth_half" view has its own hand-worked test (test_lpips.py)
     cfg.train.perceptual = "vgg16"
-    cfg.train.perceptual_region = "mouth_half"
   vgg, note = load_perceptual(cfg)
   assert note.startswith(f"perceptual loss ON: {net.upper()}")
   models = S.renderer_models(cfg, perceptual=True)
@@ -136,7 +135,8 @@ def test_train_step_trains_through_the_perceptual_term(tmp_path, net):
 
   # Independent reference on the same known inputs: the step's own inputs and generated frames
   # (the networks are not under test), then Eq. 5-8 in float64 NumPy with the paper's weights
-  # pinned as numbers: lambda_rec = 20, lambda_adv = 1, mouth weight 2, saturating L_G.
+  # pinned as numbers: lambda_rec = 20, lambda_adv = 1, mouth weight 2 (in the L1 term and,
+  # pooled to each feature map, in the perceptual term), saturating L_G.
   hp = St.RendererHParams.from_config(cfg)
   x = St.renderer_inputs(state, batch, jax.random.fold_in(rng_step, 1), hp)
   fake, _, _ = St.generator_forward(
@@ -149,11 +149,20 @@ def test_train_step_trains_through_the_perceptual_term(tmp_path, net):
   feats = models.vgg.apply(
     {"params": vgg}, np.concatenate([fake64[0], real64[0]]).astype(np.float32)
   )
-  weights = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # relu1_1 .. relu5_1 (pix2pixHD)
-  perc = sum(
-    w * np.mean(np.abs(np.asarray(f[:4], np.float64) - np.asarray(f[4:], np.float64)))
-    for w, f in zip(weights, feats, strict=True)
-  )
+  weights = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # the 5 ReLU stages, coarsest last (pix2pixHD)
+
+  def pooled_mouth_weight(h: int, w: int) -> np.ndarray:
+    # the L1 term's weight (2 in the eroded mouth region, 1 elsewhere) averaged over each
+    # feature cell's block of pixels (the map is a whole number of blocks smaller)
+    full = 1.0 + (2.0 - 1.0) * mask[0]  # (T, S, S, 1)
+    fy, fx = full.shape[1] // h, full.shape[2] // w
+    return full[:, : h * fy, : w * fx].reshape(-1, h, fy, w, fx, 1).mean(axis=(2, 4))
+
+  perc = 0.0
+  for w, f in zip(weights, feats, strict=True):
+    f64 = np.asarray(f, np.float64)
+    diff = np.abs(f64[:4] - f64[4:])
+    perc += w * np.mean(pooled_mouth_weight(*diff.shape[1:3]) * diff)
   logits = np.asarray(models.discriminator.apply({"params": state.d_params}, fake), np.float64)
   adv = np.mean(-np.log1p(np.exp(logits)))  # E log(1 - sigmoid(l)), Eq. 7 as printed
   assert float(m["l1"]) == pytest.approx(l1, rel=1e-5)
