@@ -27,10 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--renderer-steps",
     type=int,
-    default=600,
-    help="renderer training steps, stages 1 + 2 (default 600: ~2 min on a CPU)",
+    default=400,
+    help="renderer training steps, stages 1 + 2 (default 400: ~2.5 min on a 2-core CPU)",
   )
-  parser.add_argument("--a2e-steps", type=int, default=400, help="audio2expression steps")
+  parser.add_argument(
+    "--a2e-steps", type=int, default=300, help="audio2expression steps (default 300)"
+  )
   parser.add_argument("--no-progress", dest="progress", action="store_false")
   add_config_arguments(parser)
   parser.set_defaults(config="tiny")
