@@ -1,23 +1,6 @@
-"""Train states, optimisers and model bundles of both trainings (plain pytrees, no methods that
-hold Python state, so they jit, shard and checkpoint as they are).
-
-Renderer state (StableFace Sec. IV-A):
-
-    step       int32 ()        optimiser steps taken (stage 1 then stage 2, one counter)
-    g_params   {'renderer': ..., 'smoothing': ...}          generator side, trained together
-    g_stats    {'smoothing': batch_stats}                   BatchNorm running averages
-    d_params   PatchGAN discriminator
-    g_opt      optax.multi_transform state: Adam(train.lr) on 'renderer',
-               Adam(train.smooth_lr) on 'smoothing' (partitioned by parameter subtree)
-    d_opt      Adam(train.disc_lr)
-    key        uint32 (2,)     the run's base PRNG key; the step's key is fold_in(key, step)
-    bad_step   int32 ()        -1, or the step whose loss or gradients were not finite (the
-                               state is then frozen at the last good values)
-    data_stats {'audio_mean': (F,), 'audio_std': (F,)}    log-mel standardisation, from the
-                               training clips (applied on device; inference needs it too)
-
-audio2expression state: step, params, opt, key, bad_step, data_stats.
-"""
+"""Train states, optimisers and model bundles of both trainings. What a checkpoint holds (the
+state pytrees, model builders, optimisers; their layout is documented there) lives in the
+neutral `jaxtalk.model_io`, re-exported below; this module adds what only training needs."""
 
 from __future__ import annotations
 
