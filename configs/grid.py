@@ -188,6 +188,11 @@ def get_config() -> ml_collections.ConfigDict:
   # "centre": each frame comes from the one window where it is farthest from the window's edges
   # (no two renders are ever mixed: no ghosting); "crossfade": linear ramps over the overlap.
   c.infer.seam = "centre"
+  # -- added with whole-clip inference (issue 11) --
+  # > 1: each window's frames (and the renderer's tokens, with ring attention) are split over a
+  # `seq` mesh axis of this many devices, for windows too long for one device; the window must be
+  # a multiple of it. 1: one device.
+  c.infer.mesh_seq = 1
 
   c.lock()
   return c

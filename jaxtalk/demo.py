@@ -60,13 +60,22 @@ class DemoResult:
 
 def budget_overrides(renderer_steps: int | None, a2e_steps: int | None) -> list[str]:
   """Config overrides for a training budget: the renderer's steps split as in the paper's
-  schedule (100 + 20 epochs: 5/6 in stage 1, 1/6 with adaptive smoothing in stage 2)."""
+  schedule (100 + 20 epochs: 5/6 in stage 1, 1/6 with adaptive smoothing in stage 2), and the
+  periodic work scaled to it. The tiny config validates, checkpoints and samples every 10 steps
+  (right for tests that train 30); over a demo's hundreds of steps that bookkeeping cost more
+  than the training itself (measured in docs/benchmarks.md): ~10 validations of each model
+  (a2e keeps its best one, the loss curves get their points), 4 checkpoints, 2 sample sheets."""
   out = []
+  steps = [n for n in (renderer_steps, a2e_steps) if n is not None]
   if renderer_steps is not None:
     stage2 = renderer_steps // 6
     out += [f"train.stage1_steps={renderer_steps - stage2}", f"train.stage2_steps={stage2}"]
+    out += [f"train.ckpt_every={max(10, renderer_steps // 4)}",
+            f"train.sample_every={max(10, renderer_steps // 2)}"]  # fmt: skip
   if a2e_steps is not None:
     out.append(f"a2e_train.steps={a2e_steps}")
+  if steps:
+    out.append(f"train.eval_every={max(10, min(steps) // 10)}")
   return out
 
 

@@ -44,10 +44,11 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxtalk import model_io
+from jaxtalk import sharding as sh
 from jaxtalk.audio.features import frame_windows, log_mel
 from jaxtalk.config import load_config
 from jaxtalk.data.dataset import FACE_MODEL
-from jaxtalk.errors import AudioReadError, JaxtalkError, NoFaceError
+from jaxtalk.errors import AudioReadError, ConfigError, JaxtalkError, NoFaceError
 from jaxtalk.face.cache import video_track
 from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box, to_crop_coords
 from jaxtalk.face.landmark3d import FaceModel, fit_frames
@@ -413,16 +414,38 @@ def smooth_lazy(shapes, weights_nk: np.ndarray | None):
   return LazyFrames(make, n)
 
 
+def inference_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh | None:
+  """The (data=1, seq=infer.mesh_seq) mesh of sequence-sharded inference; None: one device."""
+  n = int(cfg.infer.get("mesh_seq", 1))
+  if n <= 1:
+    return None
+  devices = jax.devices()
+  if n > len(devices):
+    raise ConfigError(f"infer.mesh_seq={n} needs {n} devices; {len(devices)} found")
+  if cfg.infer.window % n:
+    raise ConfigError(f"infer.window={cfg.infer.window} must be a multiple of infer.mesh_seq={n}")
+  return sh.make_mesh(1, n, devices=devices[:n])
+
+
 def make_generate(models: Models):
   """The compiled generator: (B, T) windows of uint8 crops, shapes (uint8, or float32 already
   smoothed, see `smooth_lazy`), masks, expressions and audio -> uint8 frames. One compile per
   window shape, reused for every window and audio. The smoothing is not in here: it runs over
-  the whole sequence before windowing (`smoothing_weights`)."""
+  the whole sequence before windowing (`smoothing_weights`).
+
+  With infer.mesh_seq = n > 1 the window's T frames are split over n devices (the `seq` axis,
+  roles from jaxtalk/sharding.py): each device encodes and decodes its T/n frames, and the
+  dependency module's attention over all T*p*p tokens runs as ring attention, so a window of a
+  whole clip needs 1/n of the activations per device."""
   cfg = models.config
-  rm = model_io.renderer_models(cfg)
+  mesh = inference_mesh(cfg)
+  shardings = {}
+  if mesh is not None:
+    shardings = dict(token_sharding=sh.named(mesh, sh.TOKENS),
+                     frame_sharding=sh.named(mesh, sh.FRAMES))  # fmt: skip
+  rm = model_io.renderer_models(cfg, **shardings)
   stage = 1  # stage 1's forward: the renderer alone, on shapes smoothed beforehand
 
-  @jax.jit
   def generate(st, crops, shapes, masks, expression, audio):
     frames = model_io.to_signed_unit(crops)
     background = model_io.erode(frames, masks.astype(jnp.float32))
@@ -433,7 +456,10 @@ def make_generate(models: Models):
     )  # fmt: skip
     return model_io.to_uint8(fake)
 
-  return generate
+  if mesh is None:
+    return jax.jit(generate)
+  frames_s, replicated = sh.named(mesh, sh.FRAMES), sh.named(mesh, sh.REPLICATED)
+  return jax.jit(generate, in_shardings=(replicated, *[frames_s] * 5), out_shardings=frames_s)
 
 
 def _take(x, start: int, window: int) -> np.ndarray:

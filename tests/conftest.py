@@ -15,6 +15,26 @@ import pytest
 # import, so module-scoped fixtures and CLI subprocesses see it too).
 os.environ["JAXTALK_CACHE"] = tempfile.mkdtemp(prefix="jaxtalk-test-cache-")
 
+
+def _run_scratch(prefix: str) -> str:
+  """A folder for this test run, shared by its pytest-xdist workers (same run id) and their
+  subprocesses, fresh for every run."""
+  run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+  if run is None:
+    return tempfile.mkdtemp(prefix=prefix)
+  path = pathlib.Path(tempfile.gettempdir()) / f"{prefix}{run}"
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
+# One XLA compilation cache per test run (JAX reads these variables when it is imported, after
+# this file). Many tests and their CLI subprocesses compile the same tiny train, inference and
+# LPIPS programs; with the cache each distinct program is compiled once per run, which is most of
+# a tiny test's time on a 2-core CPU. Fresh per run, so nothing carries over between runs.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _run_scratch("jaxtalk-test-xla-")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 GRID_DIR = SHARED / "data" / "real" / "grid"

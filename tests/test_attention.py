@@ -106,7 +106,7 @@ RING_CHILD = textwrap.dedent(
   import jax, jax.numpy as jnp, numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
   from jaxtalk.models import attention as A
-  from jaxtalk.train import sharding as S
+  from jaxtalk import sharding as S
 
   assert len(jax.devices()) == 8
   rng = np.random.default_rng(0)

@@ -344,3 +344,30 @@ def test_cli_sync_with_created_weights(clips, tmp_path, capsys):
   assert np.isfinite(rec["sync_d"]) and rec["sync_c"] >= 0
   assert -3 <= rec["sync_offset"] <= 3
   assert "AV offset" in out
+
+
+def test_cli_seam_jumps_find_the_window_seams(clips, tmp_path, capsys):
+  # 20 frames inferred in windows of 8 overlapping by 4 switch windows at frames 6, 10 and 14
+  # (tests/test_seams.py works them out by hand). A copy of the real clip that brightens by 24
+  # grey levels from each seam on must show jumps of ~24 there and the real clip's elsewhere.
+  frames = read_frames(clips["ref"])
+  offset = np.zeros(len(frames))
+  for seam in (6, 10, 14):
+    offset[seam:] += 24.0
+  seamed = [
+    np.clip(f.astype(np.float64) + o, 0, 255).astype(np.uint8) for f, o in zip(frames, offset)
+  ]
+  pred = tmp_path / "seamed.mp4"
+  write_video(pred, seamed, 25, read_audio(clips["ref"], 16000), 16000)
+  js = tmp_path / "seams.json"
+  code, _, _ = _eval_cli(capsys, "--pred", str(pred), "--ref", clips["ref"], "--seams", "8,4",
+                         "--json", str(js))  # fmt: skip
+  assert code == 0
+  r = json.loads(js.read_text())["videos"][0]
+  assert r["seam_frames"] == [6, 10, 14]
+  assert r["mouth_seam_jump_mean"] > r["ref_mouth_seam_jump_mean"] + 15
+  assert abs(r["mouth_other_jump_mean"] - r["ref_mouth_other_jump_mean"]) < 2.0
+  # the lips do not move because of a brightness step (landmarks found either way)
+  assert r["lip_seam_jump_max"] < 2.0 + 2 * r["ref_lip_seam_jump_max"]
+  code, _, err = _eval_cli(capsys, "--pred", clips["ref"], "--seams", "8")
+  assert code == 2 and "--seams takes W,O" in err

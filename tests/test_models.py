@@ -28,7 +28,7 @@ from jaxtalk.models.smoothing import (
   gaussian_weights,
   smoother_from_config,
 )
-from jaxtalk.train.sharding import AXES, make_mesh
+from jaxtalk.sharding import AXES, make_mesh
 from jaxtalk.train.vgg_weights import load_vgg19_params
 
 B, T, W, F = 2, 4, 20, 80

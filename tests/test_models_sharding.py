@@ -20,7 +20,7 @@ CHILD = textwrap.dedent(
   from jaxtalk.config import load_config
   from jaxtalk.models.audio2expression import a2e_from_config
   from jaxtalk.models.renderer import renderer_from_config
-  from jaxtalk.train import sharding as S
+  from jaxtalk import sharding as S
 
   assert len(jax.devices()) == 8, jax.devices()
   cfg = load_config("tiny")

@@ -59,6 +59,9 @@ from jaxtalk.train.train import train_renderer
 A2E_SHARE = 0.15  # audio2expression is ~100x cheaper per step than the renderer
 STAGE2_SHARE = 1 / 6  # the paper's schedule: 100 epochs stage 1, 20 epochs stage 2
 BIG = 10**7  # step counts "without end": the wall-clock budget stops the loops
+# lower bounds of the periodic work's intervals in steps (eval_every is also a2e's validation,
+# which keeps the best model)
+PERIODIC_MIN = {"eval_every": 100, "ckpt_every": 500, "sample_every": 1000, "log_every": 25}
 # quality.json headline keys -> evaluate()'s record keys
 HEADLINE = {
   "msi_lip_ratio": "msi_lip_ratio",
@@ -175,10 +178,14 @@ def train_models(cfg, dataset: pathlib.Path, model: pathlib.Path, seconds: float
                  a2e: bool = True) -> dict:  # fmt: skip
   """a2e then the renderer's two stages, each stopped by its share of `seconds`."""
 
+  # A budget of minutes buys thousands of small steps: periodic work at the tiny config's
+  # every-10-steps (right for its 30-step tests) would cost more than the training.
+  periodic = [f"train.{k}={max(int(cfg.train[k]), n)}" for k, n in PERIODIC_MIN.items()]
+
   def with_budget(overrides: list[str]):
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.lock()
-    apply_overrides(c, overrides)
+    apply_overrides(c, [*periodic, *overrides])
     return c
 
   steps: dict = {}

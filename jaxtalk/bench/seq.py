@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk import sharding as sh
 from jaxtalk.bench.machine import describe
 from jaxtalk.config import load_config
 from jaxtalk.models.renderer import renderer_from_config
-from jaxtalk.train import sharding as sh
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -46,7 +46,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--vshift", type=int, default=VSHIFT, help="SyncNet offsets searched, in frames (+-)"
   )
+  parser.add_argument(
+    "--seams",
+    default=None,
+    metavar="W,O",
+    help="the predictions were inferred in W-frame windows overlapping by O (infer.window, "
+    "infer.overlap): report the frame-to-frame jumps at the window seams and elsewhere",
+  )
   add_landmark_arguments(parser)
+
+
+def parse_seams(text: str) -> tuple[int, int]:
+  try:
+    window, overlap = (int(v) for v in text.split(","))
+  except ValueError:
+    raise JaxtalkError(f"--seams takes W,O (two integers), got {text!r}") from None
+  if window < 1 or not 0 <= overlap < window:
+    raise JaxtalkError(f"--seams: need W >= 1 and 0 <= O < W, got {window},{overlap}")
+  return window, overlap
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
       raise WeightsError(f"SyncNet weights not found: {args.syncnet}")
     scorer = SyncNetScorer.from_file(args.syncnet)
 
+  windows = parse_seams(args.seams) if args.seams else None
   records = []
   for pred, ref in zip(preds, refs, strict=True):
     kwargs = dict(
+      seam_windows=windows,
       syncnet_weights=scorer,
       backend=backend,
       align=args.align,

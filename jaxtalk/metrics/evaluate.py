@@ -53,6 +53,13 @@ from jaxtalk.metrics.image import psnr, ssim
 from jaxtalk.metrics.landmark_distance import landmark_distance
 from jaxtalk.metrics.lpips import FaceMouthLpips
 from jaxtalk.metrics.msi import msi_from_config
+from jaxtalk.metrics.seams import (
+  LIP_POINTS,
+  frame_jumps,
+  jump_summary,
+  landmark_jumps,
+  seam_frames,
+)
 from jaxtalk.metrics.sharpness import box_pixels, laplacian_variance, mouth_box, ratio
 from jaxtalk.metrics.sync import SYNC_FPS, SYNC_SAMPLE_RATE, VSHIFT, SyncNetScorer, sync_metrics
 
@@ -186,11 +193,15 @@ def evaluate(
   use_cache: bool = True,
   vshift: int = VSHIFT,
   progress: bool = False,
+  seam_windows: tuple[int, int] | None = None,
 ) -> dict:
   """The metrics record of one predicted video (against `ref_path` when given).
 
   `syncnet_weights`: a weights file (loaded here; missing or wrong -> WeightsError) or a loaded
-  SyncNetScorer (to share one across videos); None reports Sync as unavailable. Raises
+  SyncNetScorer (to share one across videos); None reports Sync as unavailable. `seam_windows`:
+  (window, overlap) of the windowed inference that made the prediction (with config.infer.seam);
+  adds the mouth box's and the lip landmarks' frame-to-frame jumps at the frames where the output
+  switched windows (jaxtalk.metrics.seams) and elsewhere. Raises
   JaxtalkError subclasses for unreadable videos, missing faces and mismatched frame counts.
   """
   if align not in ALIGN_MODES:
@@ -212,6 +223,7 @@ def evaluate(
   pred_track = track_of(pred)
   ref_track = track_of(ref) if ref is not None else None
   n_pred = pred_track.num_frames
+  seams = None if seam_windows is None else seam_frames(n_pred, *seam_windows, config.infer.seam)
   n_paired, trimmed = 0, None
   if ref_track is not None:
     n_ref = ref_track.num_frames
@@ -251,6 +263,7 @@ def evaluate(
   # mouth sharpness on every predicted frame.
   acc: dict[str, list[float]] = {k: [] for k in METRIC_LISTS}
   lp = FaceMouthLpips(n_paired if ref_track is not None else 0)  # LPIPS, face crop + mouth box
+  mouth_grey: dict[str, list[np.ndarray]] = {"pred": [], "ref": []}  # for the seam jumps
   ref_frames = iter_frames(ref) if ref is not None else iter(())
   pairs = itertools.zip_longest(iter_frames(pred), itertools.islice(ref_frames, n_paired))
   for p, r in tqdm(pairs, total=n_pred, disable=not progress, desc="metrics"):
@@ -263,8 +276,12 @@ def evaluate(
     acc["frame_cpbd"].append(cpbd(p))
     acc["mouth_lapvar"].append(laplacian_variance(p_mouth))
     acc["mouth_cpbd"].append(cpbd(p_mouth))
+    if seams is not None:
+      mouth_grey["pred"].append(p_mouth.astype(np.float32).mean(axis=-1))
     if r is not None:
       r_crop, r_mouth = box_pixels(r, face_box), box_pixels(r, m_box)
+      if seams is not None:
+        mouth_grey["ref"].append(r_mouth.astype(np.float32).mean(axis=-1))
       acc["ssim"].append(ssim(p_crop, r_crop))
       acc["psnr"].append(min(psnr(p_crop, r_crop), PSNR_CAP_DB))
       acc["frame_ssim"].append(ssim(p_r, r))
@@ -300,7 +317,26 @@ def evaluate(
   record.update(
     _sync(pred, pred_info, pred_track, config, backend, scorer, vshift, cache_dir, use_cache)
   )
+  if seams is not None:
+    record.update(_seam_record(seams, mouth_grey, pred_track, ref_track, n_paired))
   return record
+
+
+def _seam_record(seams, mouth_grey: dict, pred_track, ref_track, n_paired: int) -> dict:
+  """Frame-to-frame jumps at the seams and elsewhere: mouth box (grey levels, 0-255) and lip
+  landmarks (mean displacement of the 20 lip points, pixels of the prediction), for the
+  prediction and, on the same frames, the reference."""
+  seams = np.asarray(seams, np.int64)
+  out: dict = {"seam_frames": seams.tolist()}
+  out.update(jump_summary(frame_jumps(np.stack(mouth_grey["pred"])), seams, "mouth_"))
+  lips = pred_track.landmarks_tn2[:, LIP_POINTS].astype(np.float64)
+  out.update(jump_summary(landmark_jumps(lips), seams, "lip_"))
+  if ref_track is not None and n_paired > 1:
+    ref_seams = seams[seams < n_paired]
+    out.update(jump_summary(frame_jumps(np.stack(mouth_grey["ref"])), ref_seams, "ref_mouth_"))
+    ref_lips = ref_track.landmarks_tn2[:n_paired, LIP_POINTS].astype(np.float64)
+    out.update(jump_summary(landmark_jumps(ref_lips), ref_seams, "ref_lip_"))
+  return out
 
 
 def _cell(value, fmt: str) -> str:

@@ -220,7 +220,7 @@ class Renderer(nn.Module):
   max_frames: int = 64
   dtype: Dtype = jnp.float32
   remat: bool = False
-  # (B, T*p*p, d) tokens, e.g. P('data', 'seq', None); see jaxtalk/train/sharding.py
+  # (B, T*p*p, d) tokens, e.g. P('data', 'seq', None); see jaxtalk/sharding.py
   token_sharding: ShardingLike | None = None
   # (B, T, H, W, C) activations of the convolutional parts, e.g. P('data', 'seq')
   frame_sharding: ShardingLike | None = None

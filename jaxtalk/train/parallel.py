@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from jaxtalk import sharding as sh
 from jaxtalk.errors import ConfigError
-from jaxtalk.train import sharding as sh
 
 PyTree = Any
 PMAP_AXIS = sh.DATA

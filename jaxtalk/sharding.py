@@ -2,7 +2,7 @@
 
 Mesh axes: `data` splits the batch (clips); `seq` splits the frames of a clip, and with them the
 renderer transformer's T*p*p tokens, for sequences too long for one device. Model modules never
-import this file: train code passes the specs below to the `*_from_config` constructors
+import this file: training and inference pass the specs below to the `*_from_config` constructors
 (`token_sharding=`, `frame_sharding=`), and None there means "no constraint".
 
     mesh = make_mesh(data=-1, seq=2)
