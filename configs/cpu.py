@@ -71,15 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 100  # also a2e's validation: it keeps the best of these (~45 steps/s)
   c.train.keep = 2
 
-  c.model.a2e.dim = 128
-  c.model.a2e.depth = 2
-  c.model.a2e.num_heads = 4
-  c.model.a2e.mlp_ratio = 4.0
-  c.model.a2e.audio_channels = 64
+  c.model.a2e.update(grid.A2E_CPU_MODEL)
+  c.a2e_train.lr = grid.A2E_CPU_LR
   c.a2e_train.seq_len = 32
   c.a2e_train.batch_size = 4
   c.a2e_train.steps = 1000
-  c.a2e_train.lr = 3e-4
 
   c.infer.window = 6
   c.infer.overlap = 2

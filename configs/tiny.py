@@ -64,10 +64,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   # -- added by issue 15: the audio2expression that articulated best on held-out audio on this
   # CPU (docs/benchmarks.md, "Issue 15"); the loss/augmentation keys come from grid.py --
-  c.model.a2e.dim = 128
-  c.model.a2e.depth = 2
-  c.model.a2e.num_heads = 4
-  c.model.a2e.mlp_ratio = 4.0
-  c.model.a2e.audio_channels = 64
-  c.a2e_train.lr = 3e-4
+  c.model.a2e.update(grid.A2E_CPU_MODEL)
+  c.a2e_train.lr = grid.A2E_CPU_LR
   return c

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--renderer-steps",
     type=int,
     default=400,
-    help="renderer training steps, stages 1 + 2 (default 400: ~2.5 min on a 2-core CPU)",
+    help="renderer training steps, stages 1 + 2 (default 400: ~2 min on a 2-core CPU)",
   )
   parser.add_argument(
     "--a2e-steps", type=int, default=300, help="audio2expression steps (default 300)"
