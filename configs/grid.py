@@ -199,6 +199,10 @@ def get_config() -> ml_collections.ConfigDict:
   # `seq` mesh axis of this many devices, for windows too long for one device; the window must be
   # a multiple of it. 1: one device.
   c.infer.mesh_seq = 1
+  # -- added with the accelerator pipeline figure (issue 10) --
+  # threads for the host's per-frame work in inference (shape renders, paste; the encoder has
+  # its own): 0 = one per core. Output frames do not depend on it.
+  c.infer.workers = 0
 
   c.lock()
   return c

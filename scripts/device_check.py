@@ -5,18 +5,22 @@ batch sizes), the paper-config train step time and its MFU, and peak device memo
   python scripts/device_check.py --cpu           # small CPU smoke run of every code path
 
 MFU = model FLOPs per step / step time / peak FLOP/s. Model FLOPs per train step are counted
-from XLA's cost analysis of each network's compiled forward: 3x the generator forward (forward
+from XLA's cost analysis of each network's forward HLO before optimisation (the compiled GPU
+program's analysis omits the convolutions it hands to cuDNN): 3x the generator forward (forward
 + backward), 3x the discriminator on the generated frames inside the generator loss plus 2 x 3x
-for its own update on real and generated frames, and 4x VGG19 when it is on (forward on both
-images, backward through the generated one). Recomputation (remat) is not counted, as usual.
-The peak is the card's dense bf16 figure (--peak-tflops to override).
+for its own update on real and generated frames, and 4x the perceptual VGG16 (random weights of
+the shipped layout) when it is on (forward on both images, backward through the generated one).
+Recomputation (remat) is not counted, as usual. The peak is the card's dense bf16 figure
+(--peak-tflops to override).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +51,48 @@ def _mem() -> str:
   return f"{rss:.2f} GiB host peak RSS (no device memory stats on this backend)"
 
 
+def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool) -> dict:
+  """Forward GFLOPs per clip of t frames of the train step's networks (g: renderer, d:
+  discriminator, vgg: the perceptual network), from the HLO before optimisation (lowering only:
+  no compile, no arrays); linear in the batch."""
+  import jax  # noqa: PLC0415
+
+  from jaxtalk.bench import model as bench_model  # noqa: PLC0415
+  from jaxtalk.config import load_config  # noqa: PLC0415
+  from jaxtalk.model_io import perceptual_module  # noqa: PLC0415
+  from jaxtalk.models.discriminator import discriminator_from_config  # noqa: PLC0415
+  from jaxtalk.models.renderer import renderer_from_config  # noqa: PLC0415
+
+  cfg = load_config(config)
+  cfg.data.image_size = size
+  cfg.model.dtype = dtype
+  img, aud = (1, t, size, size, 3), (1, t, cfg.data.audio_window, cfg.data.n_mels)
+
+  def gflop(module, *shapes):
+    args = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in shapes]
+    params = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
+    return bench_model._flops(jax.jit(module.apply).lower(params, *args)) / 1e9
+
+  return {
+    "g": gflop(renderer_from_config(cfg), img, img, aud),
+    "d": gflop(discriminator_from_config(cfg), img),
+    "vgg": gflop(perceptual_module(cfg), img) if vgg else 0.0,
+  }
+
+
+def _clip_gflops(config: str, size: int, t: int, dtype: str, vgg: bool) -> dict:
+  """_count_flops on the CPU backend, in a subprocess: on an H200 (jax 0.11.2) the lowered
+  program's cost analysis gave NaN and the compiled one omits the convolutions handed to
+  cuDNN (23.6 instead of 834 GFLOP for the 256² renderer's 8 frames)."""
+  job = json.dumps({"config": config, "size": size, "t": t, "dtype": dtype, "vgg": vgg})
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  r = subprocess.run([sys.executable, __file__, "--count-flops", job], env=env,
+                     capture_output=True, text=True)  # fmt: skip
+  if r.returncode != 0:
+    raise RuntimeError(f"FLOP count failed:\n{r.stderr[-2000:]}")
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--cpu", action="store_true", help="tiny config, 64², small batches (smoke)")
@@ -54,33 +100,36 @@ def main() -> int:
   ap.add_argument("--frames", type=int, default=None, help="frames per clip (default 8; cpu 4)")
   ap.add_argument("--size", type=int, default=None, help="image size (default 256; cpu 64)")
   ap.add_argument("--dtype", default="bfloat16")
-  ap.add_argument("--train-batch", type=int, default=None, help="train clips (default 4; cpu 1)")
+  ap.add_argument("--train-batches", default=None, help="clips per train step (4,16; cpu 1)")
   ap.add_argument("--no-vgg", dest="vgg", action="store_false")
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--peak-tflops", type=float, default=None)
+  ap.add_argument("--count-flops", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
+  if args.count_flops:
+    print(json.dumps(_count_flops(**json.loads(args.count_flops))))
+    return 0
 
   import jax  # noqa: PLC0415
 
   from jaxtalk.bench import model as bench_model  # noqa: PLC0415
   from jaxtalk.bench import train as bench_train  # noqa: PLC0415
   from jaxtalk.config import load_config  # noqa: PLC0415
-  from jaxtalk.models.discriminator import discriminator_from_config  # noqa: PLC0415
   from jaxtalk.models.renderer import renderer_from_config  # noqa: PLC0415
-  from jaxtalk.models.vgg import VGG19Features  # noqa: PLC0415
   from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
   config = "tiny" if args.cpu else "grid"
   size = args.size or (64 if args.cpu else 256)
   t = args.frames or (4 if args.cpu else 8)
   batches = [int(b) for b in (args.batches or ("1,2" if args.cpu else "1,8,32")).split(",")]
-  train_b = args.train_batch or (1 if args.cpu else 4)
+  train_bs = [int(b) for b in (args.train_batches or ("1" if args.cpu else "4,16")).split(",")]
   dev = jax.devices()[0]
   peak = _peak(dev.device_kind, args.peak_tflops)
   out: dict = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__}
   print(f"device_check: {jax.device_count()} x {dev.device_kind} ({dev.platform}), "
         f"jax {jax.__version__}, config {config}, {size}², {args.dtype}", flush=True)  # fmt: skip
 
+  flops = _clip_gflops(config, size, t, args.dtype, args.vgg)
   cfg = load_config(config)
   cfg.data.image_size = size
   cfg.model.dtype = args.dtype
@@ -91,51 +140,41 @@ def main() -> int:
   a1 = jax.random.normal(key, (1, t, w, f))
   variables = bench_model._init(model, x1, x1, a1)
   out["renderer"] = {}
-  g_gflop = None
   for b in batches:
     x = jax.random.uniform(key, (b, t, size, size, 3), minval=-1.0, maxval=1.0)
     a = jax.random.normal(key, (b, t, w, f))
     m = bench_model._measure(lambda v, x, a: model.apply(v, x, x, a), (variables, x, a), 3)
     fps = b * t / m["best_s"]
-    if b == train_b:
-      g_gflop = m["gflop"]
     out["renderer"][b] = {"frames_per_s": fps, **m}
     print(f"  renderer {size}² {args.dtype} B={b} T={t}: {fps:9.1f} frames/s "
-          f"({m['best_s'] * 1000:.1f} ms per forward, compile {m['compile_s']:.1f} s)",
-          flush=True)  # fmt: skip
+          f"({m['best_s'] * 1000:.1f} ms per forward, {b * flops['g'] / m['best_s'] / 1e3:.0f} "
+          f"TFLOP/s, compile {m['compile_s']:.1f} s)", flush=True)  # fmt: skip
   print(f"  after the renderer: {_mem()}", flush=True)
 
-  # forward FLOPs of the networks in the train step, at the train batch
-  xt = jax.random.uniform(key, (train_b, t, size, size, 3), minval=-1.0, maxval=1.0)
-  if g_gflop is None:
-    at = jax.random.normal(key, (train_b, t, w, f))
-    g_gflop = bench_model._measure(lambda v, x, a: model.apply(v, x, x, a), (variables, xt, at), 1)[
-      "gflop"
-    ]
-  disc = discriminator_from_config(cfg)
-  d_gflop = bench_model._measure(disc.apply, (bench_model._init(disc, xt), xt), 1)["gflop"]
-  vgg_gflop = 0.0
-  if args.vgg:
-    net = VGG19Features(dtype=jax.numpy.dtype(args.dtype))
-    vgg_gflop = bench_model._measure(net.apply, (bench_model._init(net, xt), xt), 1)["gflop"]
-  step_gflop = 3 * g_gflop + 9 * d_gflop + 4 * vgg_gflop
+  g_clip, d_clip, vgg_clip = (flops[k] for k in ("g", "d", "vgg"))
+  clip_step = 3 * g_clip + 9 * d_clip + 4 * vgg_clip
+  print(f"  forward GFLOP per clip of {t} frames: G {g_clip:.0f}, D {d_clip:.0f}, "
+        f"VGG {vgg_clip:.0f}; train step {clip_step:.0f} per clip", flush=True)  # fmt: skip
   del variables
 
-  cfg.train.batch_size = train_b
   cfg.train.seq_len = t
-  with tempfile.TemporaryDirectory(prefix="jaxtalk-device-check-") as tmp:
-    write_synthetic_dataset(
-      tmp + "/ds", n_clips=2, n_frames=t + 4, size=size, expression_dim=cfg.data.expression_dim,
-      audio_window=w, n_mels=f,
-    )  # fmt: skip
-    r = bench_train.time_step(cfg, tmp + "/ds", args.steps, 1, args.vgg)
-  tflops = step_gflop / r["step_s"] / 1e3
-  mfu = None if peak is None else tflops * 1e12 / peak
-  out["train"] = {**r, "model_gflop": step_gflop, "tflops": tflops, "mfu": mfu, "batch": train_b}
-  mfu_txt = "n/a (unknown peak: --peak-tflops)" if mfu is None else f"{100 * mfu:.1f} %"
-  print(f"  train step {size}² {args.dtype} B={train_b} T={t} vgg={args.vgg}: {r['step_s']:.3f} s "
-        f"(compile {r['compile_s']:.1f} s), model {step_gflop:.0f} GFLOP -> {tflops:.2f} TFLOP/s, "
-        f"MFU {mfu_txt}", flush=True)  # fmt: skip
+  out["train"] = {}
+  for train_b in train_bs:
+    cfg.train.batch_size = train_b
+    with tempfile.TemporaryDirectory(prefix="jaxtalk-device-check-") as tmp:
+      write_synthetic_dataset(
+        tmp + "/ds", n_clips=2, n_frames=t + 4, size=size,
+        expression_dim=cfg.data.expression_dim, audio_window=w, n_mels=f,
+      )  # fmt: skip
+      r = bench_train.time_step(cfg, tmp + "/ds", args.steps, 1, args.vgg, random_vgg=True)
+    step_gflop = train_b * clip_step
+    tflops = step_gflop / r["step_s"] / 1e3
+    mfu = None if peak is None else tflops * 1e12 / peak
+    out["train"][train_b] = {**r, "model_gflop": step_gflop, "tflops": tflops, "mfu": mfu}
+    mfu_txt = "n/a (unknown peak: --peak-tflops)" if mfu is None else f"{100 * mfu:.1f} %"
+    print(f"  train step {size}² {args.dtype} B={train_b} T={t} vgg={args.vgg}: "
+          f"{r['step_s']:.3f} s (compile {r['compile_s']:.1f} s), model {step_gflop:.0f} GFLOP "
+          f"-> {tflops:.1f} TFLOP/s, MFU {mfu_txt}; {_mem()}", flush=True)  # fmt: skip
   out["peak_memory"] = _mem()
   print(f"  peak memory: {out['peak_memory']}", flush=True)
   print(json.dumps(out, default=float))

@@ -101,15 +101,16 @@ def _check(new, old, x, rtol=2e-5, atol=2e-5):
   v = jax.tree.unflatten(
     treedef, [jax.random.normal(k, p.shape) * 0.3 for k, p in zip(keys, leaves, strict=True)]
   )
-  y_new, y_old = new.apply(v, x), old.apply(v, x)
+  # jitted: op-by-op dispatch compiled every primitive separately (100 s for the decoder)
+  y_new, y_old = jax.jit(new.apply)(v, x), jax.jit(old.apply)(v, x)
   np.testing.assert_allclose(np.asarray(y_new), np.asarray(y_old), rtol=rtol, atol=atol)
   cot = jax.random.normal(jax.random.PRNGKey(9), y_old.shape)
 
   def loss(mod):
     return lambda v, x: jnp.sum(mod.apply(v, x) * cot)
 
-  g_new = jax.grad(loss(new), argnums=(0, 1))(v, x)
-  g_old = jax.grad(loss(old), argnums=(0, 1))(v, x)
+  g_new = jax.jit(jax.grad(loss(new), argnums=(0, 1)))(v, x)
+  g_old = jax.jit(jax.grad(loss(old), argnums=(0, 1)))(v, x)
   for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_old), strict=True):
     scale = float(np.max(np.abs(np.asarray(b)))) + 1e-6
     np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=5e-5)

@@ -7,6 +7,8 @@ folder. Skipped when ../shared/data/real/grid is absent.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,8 +23,8 @@ from jaxtalk.config import load_config
 from jaxtalk.errors import AudioReadError
 from jaxtalk.io.audio import read_audio
 from jaxtalk.io.video import probe_video, read_frames
-from jaxtalk.synthesis.paste import frame_alpha
-from jaxtalk.synthesis.windows import blend_stream, window_starts
+from jaxtalk.synthesis.paste import frame_alpha, paste
+from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts
 
 OVERRIDES = ["train.stage1_steps=4", "train.stage2_steps=2", "a2e_train.steps=6"]
 
@@ -163,6 +165,38 @@ def test_pasted_frames_equal_the_original_outside_the_feathered_mask(models, bac
     assert not np.array_equal(f.image_hwc[a > 0.99], original[a > 0.99])
     count += 1
   assert count == 25
+
+
+def test_threaded_host_work_gives_the_frames_computed_one_by_one(models, background, grid_dir):
+  """Issue 10: synth_frames with its host work on 4 threads (shape renders made ahead, paste in
+  parallel, the renderer's next batch dispatched before the previous is pasted) gives exactly
+  the frames computed one by one from whole arrays, with no lazy frames and no threads."""
+  cfg = copy.deepcopy(models.config)
+  cfg.unlock()
+  cfg.infer.workers = 4
+  threaded = dataclasses.replace(models, config=cfg)
+  samples = infer.load_audio(grid_dir / "bbaf2n.mpg", cfg)[: int(1.6 * cfg.data.sample_rate)]
+  got = list(infer.synth_frames(threaded, background, samples, progress=False))
+
+  audio = infer.audio_windows(samples, cfg)
+  n = len(audio)
+  assert len(got) == n == 40 and models.stage == 2  # several window batches, smoothing on
+  bg_index = ping_pong(n, background.num_frames)
+  expression = infer.predict_expressions(models, audio)
+  shapes, masks = infer.render_shapes(models, expression, background, bg_index)
+  smoothed = infer.smooth_lazy(shapes, infer.smoothing_weights(models, expression))[:]
+  crops = background.crops_nssc[bg_index]
+  want = infer.generate_crops(models, infer.make_generate(models), crops, smoothed, masks,
+                              expression, audio, progress=False)  # fmt: skip
+  box = np.array([background.box.x0, background.box.y0, background.box.side])
+  size = cfg.data.image_size
+  for t, (f, crop) in enumerate(zip(got, want, strict=True)):
+    i = int(bg_index[t])
+    assert f.index == t and f.background_index == i
+    np.testing.assert_array_equal(f.crop_ssc, crop)
+    alpha = infer.paste_region(background.mask_points_np2[i], size, cfg.infer.feather)
+    np.testing.assert_array_equal(f.image_hwc, paste(background.frames_nhwc[i], crop, alpha, box))
+    np.testing.assert_array_equal(f.shape_ssc, np.clip(np.round(smoothed[t]), 0, 255))
 
 
 def test_window_seams_jump_no_more_than_inside_a_window(models, background, grid_dir):

@@ -212,6 +212,11 @@ def test_bench_quality_end_to_end(grid_clip, tmp_path):
               "mouth_cpbd_ratio"):  # fmt: skip
     assert key in q, key
   assert 0 < q["crop_ssim"] < 1 and q["lip_lmd"] > 0
+  # LPIPS on the face crop and the mouth box (issue 14): distances, the mouth's the larger (the
+  # face crop outside the mouth is the real frame's, eroded and re-rendered)
+  for net in ("vgg", "alex"):
+    face, mouth = q[f"lpips_{net}_face"], q[f"lpips_{net}_mouth"]
+    assert 0 < face < mouth < 1, (net, face, mouth)
   # The held-out split: the dataset records it, real.mp4 is exactly its frames, and no
   # training or validation window can reach it.
   ds = open_dataset(out / "dataset")

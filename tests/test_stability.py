@@ -13,6 +13,7 @@ import pytest
 from jaxtalk.config import load_config
 from jaxtalk.face.cache import video_track
 from jaxtalk.face.crop import stable_crop_box, to_crop_coords
+from jaxtalk.face.mask import rasterize_polygon
 from jaxtalk.face.track_filter import (
   TrackFilter,
   filter_landmarks,
@@ -27,7 +28,7 @@ from jaxtalk.models.smoothing import (
   gaussian_weights,
   smoother_from_config,
 )
-from jaxtalk.synthesis.paste import frame_alpha, paste
+from jaxtalk.synthesis.paste import frame_alpha, paste, polygon_alpha
 from jaxtalk.synthesis.windows import blend_stream, window_starts, window_weights
 
 # ------------------------------------------------------------------------------ track filter
@@ -215,3 +216,42 @@ def test_whole_sequence_smoothing_equals_eq1_over_the_sequence():
   ])  # fmt: skip
   assert np.abs(per_window - ref[0, :12]).max() > 1.0
   assert np.array_equal(smooth_lazy(shapes, None)[0:n], shapes.astype(np.float32))
+
+
+def polygon_alpha_brute_force(poly_p2: np.ndarray, size: int, grow: int, blur: int) -> np.ndarray:
+  """Independent: the docstring's formula at every pixel centre of the crop, the distance to
+  each edge written out (projection onto the segment), no bounding box."""
+  poly = np.asarray(poly_p2, np.float64)
+  inside = rasterize_polygon(poly_p2, size).astype(bool)
+  out = np.zeros((size, size), np.float32)
+  for y in range(size):
+    for x in range(size):
+      p = np.array([x + 0.5, y + 0.5])
+      best = np.inf
+      for a, b in zip(poly, np.roll(poly, -1, 0), strict=True):
+        ab = b - a
+        t = np.clip((p - a) @ ab / max(ab @ ab, 1e-12), 0.0, 1.0)
+        best = min(best, float(np.hypot(*(p - (a + t * ab)))))
+      d = -best if inside[y, x] else best
+      out[y, x] = np.clip(0.5 + (grow - blur // 2 - d) / max(blur, 1), 0.0, 1.0)
+  return out
+
+
+def test_polygon_alpha_equals_the_brute_force_formula():
+  """The bounding-box, edge-by-edge polygon_alpha (infer's paste region) equals its formula
+  evaluated at every pixel, for mouth-like polygons inside the crop, touching its border, and
+  a degenerate (repeated-vertex) one; pixels beyond the reach are exactly 0."""
+  rng = np.random.default_rng(5)
+  size = 40
+  ang = np.linspace(0, 2 * np.pi, 18, endpoint=False)
+  polys = [
+    np.stack([20 + 9 * np.cos(ang), 27 + 4 * np.sin(ang)], 1) + rng.normal(0, 0.4, (18, 2)),
+    np.stack([3 + 8 * np.cos(ang), 36 + 6 * np.sin(ang)], 1),  # crosses the crop's corner
+    np.array([[12.3, 20.1], [12.3, 20.1], [25.7, 21.4], [19.0, 29.9]]),
+  ]
+  for poly in polys:
+    for grow, blur in ((4, 9), (1, 3), (0, 1)):
+      got = polygon_alpha(poly.astype(np.float32), size, grow, blur)
+      want = polygon_alpha_brute_force(poly.astype(np.float32), size, grow, blur)
+      np.testing.assert_allclose(got, want, atol=1e-6)
+      assert ((got == 0) == (want == 0)).all()

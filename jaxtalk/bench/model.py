@@ -51,10 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
 
 
-def _flops(compiled: Any) -> float:
+def _flops(stage: Any) -> float:
+  """FLOPs from XLA's cost analysis of a jax.stages.Lowered or Compiled (NaN if none)."""
   # cost_analysis() is a dict in current JAX, a list of per-computation dicts in older ones,
   # and may be None on some backends
-  cost = compiled.cost_analysis()
+  cost = stage.cost_analysis()
   if cost is None:
     return float("nan")
   if isinstance(cost, dict):
@@ -73,7 +74,8 @@ def _measure(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
   import jax
 
   t0 = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
+  lowered = jax.jit(fn).lower(*args)
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   jax.block_until_ready(compiled(*args))
   times = []
@@ -85,7 +87,12 @@ def _measure(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
     "compile_s": compile_s,
     "best_s": min(times),
     "mean_s": sum(times) / len(times),
-    "gflop": _flops(compiled) / 1e9,
+    # FLOPs of the HLO before optimisation (on CPU; NaN where the backend cannot analyse it,
+    # as on an H200 with jax 0.11.2). Not the compiled program's: a GPU compile turns the
+    # convolutions into cuDNN calls that its analysis does not count (the same H200 reported
+    # 23.6 instead of 834 GFLOP for the 256² renderer's 8 frames). scripts/device_check.py
+    # counts on the CPU backend in a subprocess for that reason.
+    "gflop": _flops(lowered) / 1e9,
   }
 
 

@@ -80,6 +80,11 @@ HEADLINE = {
   "msi_jaw": "msi_jaw",
   "real_msi_lip": "ref_msi_lip",
   "real_msi_jaw": "ref_msi_jaw",
+  # LPIPS on the face crop and the mouth box (issue 14; lower is closer to the real frames)
+  "lpips_vgg_face": "lpips_vgg_face",
+  "lpips_vgg_mouth": "lpips_vgg_mouth",
+  "lpips_alex_face": "lpips_alex_face",
+  "lpips_alex_mouth": "lpips_alex_mouth",
 }
 VARIANT_COLUMNS = (
   "msi_lip_ratio", "msi_jaw_ratio", "aperture_ratio", "aperture_corr", "sync_offset_frames",

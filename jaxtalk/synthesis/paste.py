@@ -80,13 +80,29 @@ def polygon_alpha(polygon_p2: np.ndarray, size: int, grow: int, blur: int) -> np
   alpha 0 exactly, so `paste` leaves them bit-identical to the background.
   """
   poly = np.asarray(polygon_p2, np.float64)
-  a, b = poly, np.roll(poly, -1, axis=0)
-  c = np.arange(size, dtype=np.float64) + 0.5
-  px = np.stack(np.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 1, 2)  # (S*S, 1, 2) x, y
-  ab = (b - a)[None]
-  t = np.clip(((px - a[None]) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
-  dist = np.linalg.norm(px - (a[None] + t[..., None] * ab), axis=-1).min(axis=1)
-  inside = rasterize_polygon(polygon_p2, size).reshape(-1).astype(bool)
-  d = np.where(inside, -dist, dist).reshape(size, size)
-  alpha = 0.5 + (grow - blur // 2 - d) / max(blur, 1)
-  return np.clip(alpha, 0.0, 1.0).astype(np.float32)
+  alpha = np.zeros((size, size), np.float32)
+  core = grow - blur // 2  # alpha = clip(0.5 + (core - d) / blur): 0 where d >= core + blur / 2
+  # Only pixels within that reach of the polygon can be nonzero: the distances are computed in
+  # the polygon's bounding box grown by it (a small part of the crop), edge by edge with a
+  # running minimum of the squared distance (no (pixels, edges, 2) temporary). ~10x faster at
+  # 256², so the paste keeps up with an accelerator's renderer; same formula, values equal to
+  # float rounding (tests/test_stability.py checks against the whole-crop brute force).
+  reach = core + max(blur, 1) / 2 + 1
+  lo = np.maximum(np.floor(poly.min(0) - reach), 0).astype(int)
+  hi = np.minimum(np.ceil(poly.max(0) + reach) + 1, size).astype(int)
+  if (hi <= lo).any():
+    return alpha
+  xs = np.arange(lo[0], hi[0], dtype=np.float64) + 0.5
+  ys = np.arange(lo[1], hi[1], dtype=np.float64) + 0.5
+  px, py = np.meshgrid(xs, ys, indexing="xy")
+  d2 = np.full(px.shape, np.inf)
+  for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+    ex, ey = bx - ax, by - ay
+    t = np.clip(((px - ax) * ex + (py - ay) * ey) / max(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
+    np.minimum(d2, (px - (ax + t * ex)) ** 2 + (py - (ay + t * ey)) ** 2, out=d2)
+  inside = rasterize_polygon(polygon_p2, size)[lo[1] : hi[1], lo[0] : hi[0]].astype(bool)
+  dist = np.sqrt(d2)
+  d = np.where(inside, -dist, dist)
+  part = 0.5 + (core - d) / max(blur, 1)
+  alpha[lo[1] : hi[1], lo[0] : hi[0]] = np.clip(part, 0.0, 1.0)
+  return alpha
