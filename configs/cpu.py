@@ -21,7 +21,9 @@ steps leave the renderer untrained, so the narrow model it is.
 Perceptual term off here (on in grid): VGG16 forward + backward through the 12 generated 128x128
 frames of a step costs 3.5 s on this CPU, 6x the narrow generator's whole step; on the
 mouth-centred half at 64 px wide it still cost 6 s a step (XLA's CPU convolutions are slow on
-tiny maps with 512 channels). Turn it on with --set train.perceptual=vgg16 when the budget allows.
+tiny maps with 512 channels). With it on, `bench quality` at 20 minutes trained 132 renderer
+steps instead of 1268 and lost on every measure, LPIPS included (docs/benchmarks.md, issue 14,
+item 5). Turn it on with --set train.perceptual=vgg16 when the budget allows.
 audio2expression: the setting that articulated best on held-out audio (docs/benchmarks.md,
 "audio2expression on held-out audio", run e3): the tiny config's mid-size model (dim 128, depth
 2) with grid's loss and augmentation, 32-frame windows in batches of 4; `bench quality` gives it
