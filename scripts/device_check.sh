@@ -4,7 +4,8 @@
 #   1. what is there (GPU, driver, package versions);
 #   2. renderer frames/s at 256² bf16 for batch 1, 8, 32 (renderer alone), the paper-config
 #      train step time and its MFU, peak device memory (scripts/device_check.py);
-#   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16);
+#   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
+#      its host-side work alone (--host-only: the renderer stubbed);
 #   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on that
 #      machine's 16 cores under its JAX).
 # Each stage has its own time limit and a failure does not stop the next; the log is tee'd to
@@ -71,7 +72,9 @@ if [ "$CPU" = 1 ]; then
 else
   stage "renderer, train step, memory" 240 "$PY" scripts/device_check.py
   stage "whole pipeline on $CLIP" 150 "$PY" -m jaxtalk.cli bench infer "$CLIP" --configs grid \
-    --seconds --speed-seconds 8 --set model.dtype=bfloat16
+    --seconds --speed-seconds 12 --set model.dtype=bfloat16
+  stage "the host's share of it (renderer stubbed)" 90 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
+    --configs grid --seconds --speed-seconds 12 --host-only
 fi
 
 # f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="audio lengths for the memory comparison (tiny config)")  # fmt: skip
   parser.add_argument("--speed-seconds", type=float, default=4.0,
                       help="audio length for the frames/s figures")  # fmt: skip
+  parser.add_argument("--host-only", action="store_true",
+                      help="time the host's per-frame work alone: the renderer replaced by a "
+                           "stub that returns the background crops")  # fmt: skip
   parser.add_argument("--set", dest="overrides", action="append", default=[])
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
 
@@ -74,6 +77,12 @@ def _audio(video: str, seconds: float, sample_rate: int):
   return np.resize(clip, n)  # the clip repeated: speech all along
 
 
+def _background_crops(state, crops, shapes, masks, expression, audio):
+  """A stand-in renderer for --host-only: the eroded background's crops, unchanged."""
+  del state, shapes, masks, expression, audio
+  return crops
+
+
 def _worker(args: argparse.Namespace) -> dict:
   import os
   import tempfile
@@ -90,7 +99,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
     wav = os.path.join(tmp, "a.wav")
     soundfile.write(wav, _audio(args.video, job["seconds"], sr), sr)
-    generate = infer.make_generate(models)
+    generate = _background_crops if job.get("host_only") else infer.make_generate(models)
     times = []
     for _ in range(2 if job["speed"] else 1):
       t = time.perf_counter()
@@ -119,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(_worker(args)))
     return 0
   print(f"machine: {describe()}; clip {args.video}")
-  print("speed (fresh models; frames/s of the whole pipeline: audio -> mp4):")
+  what = "the host's work alone (renderer stubbed)" if args.host_only else "the whole pipeline"
+  print(f"speed (fresh models; frames/s of {what}: audio -> mp4):")
   for config in args.configs:
-    r = _spawn(args, {"config": config, "seconds": args.speed_seconds, "speed": True})
+    job = {"config": config, "seconds": args.speed_seconds, "speed": True}
+    r = _spawn(args, {**job, "host_only": args.host_only})
     print(
       f"  {config:5s} {r['size']}x{r['size']}: {r['frames']} frames,"
       f" {r['fps_with_compile']:.2f} frames/s incl. compile, {r['fps_compiled']:.2f} compiled"
