@@ -296,8 +296,8 @@ def audio_windows(samples: np.ndarray, cfg: ml_collections.ConfigDict) -> np.nda
 
 
 def host_workers(cfg: ml_collections.ConfigDict) -> int:
-  """Threads for the per-frame host work: infer.workers, 0 = one per core. NumPy and OpenCV
-  release the GIL in the array work that dominates (rasterising, distances, warps)."""
+  """Threads for the per-frame host work: infer.workers, 0 = one per core. The work that
+  dominates releases the GIL: the numba rasteriser, NumPy's distances, OpenCV's warps."""
   n = int(cfg.infer.get("workers", 0))
   return n if n > 0 else (os.cpu_count() or 1)
 
