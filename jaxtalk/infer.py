@@ -427,13 +427,13 @@ def smooth_lazy(shapes, weights_nk: np.ndarray | None):
   sum_k W[t, k] shapes[clip(t + k - r, 0, N - 1)] (edge padding only at the sequence's ends),
   float32 in [0, 255]. `shapes` is an array or `LazyFrames`; None weights: unsmoothed."""
   n = len(shapes)
+  lazy = isinstance(shapes, LazyFrames)
 
   def frame(t: int) -> np.ndarray:
-    return np.asarray(shapes.frame(t) if isinstance(shapes, LazyFrames) else shapes[t])
+    return np.asarray(shapes.frame(t) if lazy else shapes[t])
 
-  sources = [(shapes, 0)] if isinstance(shapes, LazyFrames) else []
   if weights_nk is None:
-    return LazyFrames(lambda t: frame(t).astype(np.float32), n, sources)
+    return LazyFrames(lambda t: frame(t).astype(np.float32), n, [(shapes, 0)] if lazy else [])
   r = weights_nk.shape[1] // 2
 
   def make(t: int) -> np.ndarray:
@@ -442,9 +442,7 @@ def smooth_lazy(shapes, weights_nk: np.ndarray | None):
       out += np.float32(w) * frame(min(max(t + k - r, 0), n - 1)).astype(np.float32)
     return out
 
-  if sources:
-    sources = [(shapes, r)]
-  return LazyFrames(make, n, sources)
+  return LazyFrames(make, n, [(shapes, r)] if lazy else [])
 
 
 def inference_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh | None:
