@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
-  out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+def _run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
   if out.returncode != 0:
     sys.exit(
       f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
@@ -53,10 +53,14 @@ def jaxtalk_times(args: argparse.Namespace, size: int, root: Path | None) -> dic
   env = dict(os.environ)
   if root is not None:  # an older checkout of jaxtalk, imported instead of the installed one
     env["PYTHONPATH"] = str(root)
+  # `python -c` puts the working directory first on sys.path: run where no other jaxtalk
+  # package shadows the one meant (from the repository root, the checkout itself would be
+  # timed as the baseline)
+  cwd = root if root is not None else Path(__file__).resolve().parents[1]
   py = [sys.executable, "-c", "import sys; from jaxtalk.cli import main; sys.exit(main())"]
   cmd = py + ["bench", "model", "--sizes", str(size), "--modules", "renderer"]
   cmd += ["--frames", str(args.frames), "--batch", "1", "--repeats", "3"]
-  text = _run(cmd, env)
+  text = _run(cmd, env, cwd)
   m = re.search(rf"^\s+renderer\s+{size}\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)", text, re.M)
   if m is None:
     sys.exit(f"no renderer row in:\n{text}")
@@ -64,7 +68,7 @@ def jaxtalk_times(args: argparse.Namespace, size: int, root: Path | None) -> dic
   if args.train:
     cmd = py + ["bench", "train", "--sizes", str(size), "--frames", str(args.frames)]
     cmd += ["--batch", "1", "--steps", "2", "--vgg", "--no-pipeline"]
-    text = _run(cmd, env)
+    text = _run(cmd, env, cwd)
     m = re.search(
       rf"^\s*{size}\s+1\s+{args.frames}\s+\d\s+yes\s+[\d,]+\s+[\d,]+\s+[\d.]+\s+([\d.]+)",
       text,

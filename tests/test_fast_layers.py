@@ -158,3 +158,26 @@ def test_upconv_bf16_close_to_f32():
   y16 = UpConv(4, dtype=jnp.bfloat16).apply(v, x)
   assert y16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y16, np.float32), np.asarray(y32), atol=0.05, rtol=0.05)
+
+
+def test_vgg_max_pool_matches_flax_max_pool_with_relu_ties():
+  from jaxtalk.models.vgg import max_pool_2x2  # noqa: PLC0415
+
+  # odd map (last row/column dropped, as nn.max_pool's VALID windows do); after a ReLU, a
+  # quarter of the windows are all zeros: tied maxima, where the two backward passes differ
+  # in where they send the gradient, but a ReLU in front passes none either way
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 7, 3))
+  x = jnp.where(jax.random.uniform(jax.random.PRNGKey(1), x.shape) < 0.5, -jnp.abs(x), x)
+  cot = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 3, 3))
+
+  def f(pool):
+    return lambda x: jnp.sum(pool(jax.nn.relu(x)) * cot)
+
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))  # noqa: E731
+  np.testing.assert_array_equal(max_pool_2x2(x), flax_pool(x))
+  g_new, g_old = jax.grad(f(max_pool_2x2))(x), jax.grad(f(flax_pool))(x)
+  np.testing.assert_array_equal(np.asarray(g_new), np.asarray(g_old))
+  # and against the definition: each 2x2 window's maximum, by NumPy
+  xn = np.asarray(x)[:, :8, :6]
+  ref = xn.reshape(2, 4, 2, 3, 2, 3).max(axis=(2, 4))
+  np.testing.assert_array_equal(np.asarray(max_pool_2x2(x)), ref)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.models.conv import conv
 from jaxtalk.models.layers import ConvNormAct, Dtype, compute_dtype, leaky_relu
 
 
@@ -52,7 +53,10 @@ class PatchDiscriminator(nn.Module):
 def _pix2pix_conv(features: int, dtype: Dtype, use_bias: bool) -> nn.Conv:
   # stride 1, kernel 4, padding 1: each of the last two layers shrinks the map by one pixel,
   # which is what gives pix2pix its 70x70 receptive field and 30x30 map at 256x256
-  return nn.Conv(features, (4, 4), padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=dtype)
+  return nn.Conv(
+    features, (4, 4), padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=dtype,
+    conv_general_dilated=conv,
+  )  # fmt: skip
 
 
 def discriminator_from_config(cfg: Any) -> PatchDiscriminator:

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.models.conv import conv
+
 Dtype = Any
 # A PartitionSpec (resolved against the mesh set with `jax.set_mesh`) or a full Sharding such as
 # a NamedSharding; None means "no constraint". Defined by role in jaxtalk/sharding.py.
@@ -95,55 +97,22 @@ class ConvNormAct(nn.Module):
     if self.reflect and not fast_reflect:
       x_nhwc = reflect_pad(x_nhwc, pads[0][0])
       pads = "VALID"
-    conv = nn.Conv(
+    layer = nn.Conv(
       self.features,
       (self.kernel, self.kernel),
       strides=(self.stride, self.stride),
       padding="SAME" if fast_reflect else pads,
       dtype=self.dtype,
+      conv_general_dilated=conv,
       # a bias right before instance norm is cancelled by the mean subtraction
       use_bias=not self.norm,
     )
-    x_nhwc = reflect_conv(conv, x_nhwc, pad) if fast_reflect else conv(x_nhwc)
+    x_nhwc = reflect_conv(layer, x_nhwc, pad) if fast_reflect else layer(x_nhwc)
     if self.norm:
       x_nhwc = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype)(x_nhwc)
     if self.act:
       x_nhwc = leaky_relu(x_nhwc)
     return x_nhwc
-
-
-def _conv2x2(x_nhwc: jax.Array, k_hwio: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(
-    x_nhwc, k_hwio, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-  )
-
-
-@jax.custom_vjp
-def conv2x2_pad1(x_nhwc: jax.Array, k_hwio: jax.Array) -> jax.Array:
-  """A 2x2 convolution of x zero-padded by 1, (N, H, W, C) -> (N, H+1, W+1, F), whose weight
-  gradient is one matrix product over the four shifted views of x (im2col). XLA's CPU backend
-  runs the convolution's own weight gradient (a convolution with an H x W window) in its
-  generic convolution, which took 96 + 78 ms of a 562 ms renderer backward at the cpu config
-  (docs/benchmarks.md, issue 10). Forward and input gradient stay XLA's convolutions."""
-  return _conv2x2(x_nhwc, k_hwio)
-
-
-def _conv2x2_fwd(x_nhwc, k_hwio):
-  return _conv2x2(x_nhwc, k_hwio), (x_nhwc, k_hwio)
-
-
-def _conv2x2_bwd(res, g_nhwf):
-  x_nhwc, k_hwio = res
-  _, vjp_x = jax.vjp(lambda x: _conv2x2(x, k_hwio), x_nhwc)
-  (dx,) = vjp_x(g_nhwf)
-  n, h, w, c = x_nhwc.shape
-  xp = jnp.pad(x_nhwc, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  cols = jnp.stack([xp[:, a : a + h + 1, b : b + w + 1] for a in range(2) for b in range(2)], 3)
-  dk = jnp.einsum("nhwtc,nhwf->tcf", cols, g_nhwf).reshape(k_hwio.shape)
-  return dx, dk.astype(k_hwio.dtype)
-
-
-conv2x2_pad1.defvjp(_conv2x2_fwd, _conv2x2_bwd)
 
 
 class UpConv(nn.Module):
@@ -171,7 +140,7 @@ class UpConv(nn.Module):
     # kernel index 2 * tap + phase per axis: (tap_y a, r_y r, tap_x b, r_x s, C, F)
     k = kernel.reshape(2, 2, 2, 2, c, f)
     k = jnp.einsum("arbscf->abcrsf", k).reshape(2, 2, c, 4 * f)
-    y = conv2x2_pad1(x_nhwc, k).reshape(n, h + 1, w + 1, 2, 2, f)
+    y = conv(x_nhwc, k, (1, 1), ((1, 1), (1, 1))).reshape(n, h + 1, w + 1, 2, 2, f)
     rows = [
       jnp.stack([y[:, ry : ry + h, rx : rx + w, ry, rx] for rx in range(2)], axis=3)
       for ry in range(2)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtalk.models.attention import make_attention_fn
+from jaxtalk.models.conv import conv
 from jaxtalk.models.layers import (
   AudioWindowEncoder,
   ConvNormAct,
@@ -193,7 +194,8 @@ class Decoder(nn.Module):
       x_nhwc = UpConv(self.base_channels * 2**i, self.dtype, name=f"ConvTranspose_{k}")(x_nhwc)
       x_nhwc = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype)(x_nhwc)
       x_nhwc = leaky_relu(x_nhwc)
-    x_nhwc = reflect_conv(nn.Conv(3, (7, 7), padding="SAME", dtype=self.dtype), x_nhwc, 3)
+    out = nn.Conv(3, (7, 7), padding="SAME", dtype=self.dtype, conv_general_dilated=conv)
+    x_nhwc = reflect_conv(out, x_nhwc, 3)
     return jnp.tanh(x_nhwc)
 
 

@@ -51,6 +51,18 @@ USED_CONVS = VGG19_CONVS[:13]
 FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
+def max_pool_2x2(x_nhwc: jax.Array) -> jax.Array:
+  """torchvision's MaxPool2d(2, 2) (= nn.max_pool((2, 2), strides=(2, 2)); an odd last row or
+  column is dropped) as a max over a reshaped axis pair. Same forward; the backward is an
+  equality mask instead of XLA's select-and-scatter, which took ~0.7 of the 2.4 s of the VGG16
+  backward at 128² on the CPU (docs/benchmarks.md, issue 10). The two differ only where a window
+  holds tied maxima (split equally here, all to the first there); after a ReLU those ties are at
+  0, where the ReLU passes no gradient either way."""
+  n, h, w, c = x_nhwc.shape
+  x = x_nhwc[:, : h - h % 2, : w - w % 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class VGG19Features(nn.Module):
   """images (..., H, W, 3) in [-1, 1] -> list of 5 feature maps relu1_1 .. relu5_1.
 
@@ -71,7 +83,7 @@ class VGG19Features(nn.Module):
     for name, _, _, out_ch in USED_CONVS:
       stage = int(name[4])
       if stage != block:  # torchvision's MaxPool2d(2, 2) between stages
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         block = stage
       # torchvision pads by 1 with zeros; for a 3x3 stride-1 conv that is "SAME"
       x = nn.relu(nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x))
@@ -118,7 +130,7 @@ class VGG16Features(nn.Module):
     outputs = []
     for name, out_ch in VGG16_CONVS:
       if name.endswith("_1") and name != "conv1_1":
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
       x = nn.relu(nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x))
       if name in _VGG16_LAST_OF_STAGE:
         outputs.append(x.reshape(*lead, *x.shape[1:]))

@@ -1,0 +1,116 @@
+"""jaxtalk.models.conv.conv: the same convolution as lax.conv_general_dilated, with its own CPU
+gradients. Outputs and both gradients are checked against XLA's own and, for the weight
+gradient, against a direct NumPy sum over output pixels."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtalk.models import conv as C
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _lax(x, k, strides, padding):
+  return jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DN)
+
+
+def _grads(fn, x, k, cot):
+  return jax.jit(lambda x, k: jax.vjp(fn, x, k)[1](cot))(x, k)
+
+
+CASES = [
+  # (h, w, c, f, kernel, stride, padding): every path of the module
+  (9, 11, 40, 48, 3, 1, "SAME"),  # per-tap products (both sides >= 32 channels), odd SAME
+  (9, 11, 3, 40, 7, 1, "SAME"),  # im2col of x (few input channels), 7x7 as the encoder's first
+  (12, 10, 40, 3, 7, 1, "SAME"),  # im2col of g (few output channels), as the decoder's last
+  (7, 8, 36, 40, 2, 1, ((1, 1), (1, 1))),  # even kernel, as the decoder's sub-pixel UpConv
+  (8, 9, 5, 6, 3, 1, ((0, 2), (1, 0))),  # unequal padding: the explicit input gradient
+  (9, 9, 4, 5, 3, 1, "VALID"),
+  (16, 14, 6, 8, 4, 2, ((1, 1), (1, 1))),  # stride 2 via space-to-depth (encoder, PatchGAN)
+  (15, 13, 40, 36, 4, 2, ((1, 1), (1, 1))),  # odd map: the last row/column is never read
+  (16, 16, 4, 6, 2, 2, "VALID"),
+  (9, 10, 3, 4, 4, 1, ((1, 1), (1, 1))),  # PatchGAN's stride-1 4x4 head (map shrinks by one)
+]
+
+
+@pytest.mark.parametrize("h,w,c,f,kernel,stride,padding", CASES)
+def test_conv_and_gradients_match_xla(h, w, c, f, kernel, stride, padding):
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(kx, (2, h, w, c))
+  k = jax.random.normal(kk, (kernel, kernel, c, f)) * 0.2
+  st = (stride, stride)
+  y_ref = _lax(x, k, st, padding)
+  y = jax.jit(lambda x, k: C.conv(x, k, st, padding, dimension_numbers=DN))(x, k)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
+  cot = jax.random.normal(kc, y_ref.shape)
+  dx, dk = _grads(lambda x, k: C.conv(x, k, st, padding), x, k, cot)
+  dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, st, padding), x, k, cot)
+  for a, b in ((dx, dx_ref), (dk, dk_ref)):
+    scale = float(np.max(np.abs(np.asarray(b))))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
+
+
+def _numpy_weight_grad(x, g, kernel, stride, pads):
+  """dk[a, b, c, f] = sum over n and output pixels (y, x) of xpad[n, s y + a, s x + b, c] g[n, y,
+  x, f]: the definition, in float64."""
+  xp = np.pad(np.asarray(x, np.float64), ((0, 0), pads[0], pads[1], (0, 0)))
+  g = np.asarray(g, np.float64)
+  _, ho, wo, _ = g.shape
+  dk = np.zeros((kernel, kernel, x.shape[-1], g.shape[-1]))
+  for a in range(kernel):
+    for b in range(kernel):
+      win = xp[:, a : a + stride * (ho - 1) + 1 : stride, b : b + stride * (wo - 1) + 1 : stride]
+      dk[a, b] = np.einsum("nyxc,nyxf->cf", win, g)
+  return dk
+
+
+@pytest.mark.parametrize("c,f,stride", [(40, 33, 1), (3, 8, 1), (8, 3, 1), (5, 34, 2)])
+def test_weight_gradient_against_numpy_definition(c, f, stride, monkeypatch):
+  # a small im2col block size, so the block loop runs several times
+  monkeypatch.setattr(C, "COLS_BYTES", 4096)
+  kernel, pads = (3, ((1, 1), (1, 1))) if stride == 1 else (4, ((1, 1), (1, 1)))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 9, c))
+  k = jax.random.normal(jax.random.PRNGKey(2), (kernel, kernel, c, f))
+  st = (stride, stride)
+  cot = jax.random.normal(jax.random.PRNGKey(3), _lax(x, k, st, pads).shape)
+  _, dk = _grads(lambda x, k: C.conv(x, k, st, pads), x, k, cot)
+  ref = _numpy_weight_grad(x, cot, kernel, stride, pads)
+  np.testing.assert_allclose(np.asarray(dk), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_unsupported_cases_pass_through_to_lax():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 9, 9, 4))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 6))
+  # grouped, dilated, and a stride that does not divide the kernel
+  y = C.conv(x, k, (1, 1), "SAME", None, (2, 2), DN, feature_group_count=2)
+  ref = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", None, (2, 2), DN, 2)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-6)
+  k3 = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 4, 6))
+  jaxpr = str(jax.make_jaxpr(lambda x: C.conv(x, k3, (2, 2), "SAME", dimension_numbers=DN))(x))
+  assert "custom_vjp" not in jaxpr
+  jaxpr = str(jax.make_jaxpr(lambda x: C.conv(x, k3, (1, 1), "SAME", dimension_numbers=DN))(x))
+  assert "custom_vjp" in jaxpr
+
+
+def test_flax_conv_with_fast_gradients_and_bf16():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 5))
+  plain = nn.Conv(7, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+  fast = nn.Conv(7, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), conv_general_dilated=C.conv)
+  v = plain.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, fast.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, v)
+  g_fast = jax.jit(jax.grad(lambda v: jnp.sum(fast.apply(v, x) ** 2)))(v)
+  g_plain = jax.jit(jax.grad(lambda v: jnp.sum(plain.apply(v, x) ** 2)))(v)
+  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+  # bf16 compute: gradients keep the operands' dtypes and stay close to f32
+  xb, kb = x.astype(jnp.bfloat16), v["params"]["kernel"].astype(jnp.bfloat16)
+  cot = jnp.ones((2, 4, 4, 7), jnp.bfloat16)
+  dx, dk = _grads(lambda x, k: C.conv(x, k, (2, 2), ((1, 1), (1, 1))), xb, kb, cot)
+  assert dx.dtype == dk.dtype == jnp.bfloat16
+  dk32 = _numpy_weight_grad(x, np.ones((2, 4, 4, 7)), 4, 2, ((1, 1), (1, 1)))
+  np.testing.assert_allclose(np.asarray(dk, np.float32), dk32, rtol=0.05, atol=0.05)
