@@ -1,0 +1,101 @@
+"""Forward, input-gradient and weight-gradient time of the renderer's convolutions: XLA's own
+(`lax.conv_general_dilated` and its autodiff) against jaxtalk.models.conv.conv, same process,
+same inputs, alternating; also checks that both give the same numbers.
+
+    python scripts/conv_grad_bench.py [--frames 8] [--size 128] [--repeats 3]
+
+The layers are the paper config's (configs/grid.py) at a `--size` crop, with `--frames` frames:
+encoder 7x7 6->64 (reflect-padded map), the two 4x4 stride-2 downsamplers, a bottleneck 3x3
+256->256 (reflect-padded map), the decoder's sub-pixel 2x2 convs and its 7x7 64->3 output conv,
+and the PatchGAN's first 4x4 stride-2 conv. Prints seconds (best of --repeats after a compiling
+call) and the speed-up of each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtalk.models.conv import conv
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _best(fn, args, repeats):
+  compiled = jax.jit(fn).lower(*args).compile()
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+def layers(size: int):
+  """(name, input map size, kernel, stride, C, F, padding) of the paper-config renderer."""
+  q, e = size // 4, size // 2
+  return [
+    ("encoder 7x7 6->64", size + 6, 7, 1, 6, 64, "SAME"),
+    ("encoder 4x4 s2 64->128", size, 4, 2, 64, 128, ((1, 1), (1, 1))),
+    ("encoder 4x4 s2 128->256", e, 4, 2, 128, 256, ((1, 1), (1, 1))),
+    ("bottleneck 3x3 256->256", q + 2, 3, 1, 256, 256, "SAME"),
+    ("decoder 2x2 256->4x128", q, 2, 1, 256, 512, ((1, 1), (1, 1))),
+    ("decoder 2x2 128->4x64", e, 2, 1, 128, 256, ((1, 1), (1, 1))),
+    ("decoder 7x7 64->3", size + 6, 7, 1, 64, 3, "SAME"),
+    ("PatchGAN 4x4 s2 3->64", size, 4, 2, 3, 64, ((1, 1), (1, 1))),
+  ]
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--frames", type=int, default=8)
+  ap.add_argument("--size", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=3)
+  args = ap.parse_args()
+  print(f"# {jax.devices()[0].device_kind}, {args.frames} frames, crop {args.size}")
+  print("| layer | XLA fwd / dx / dw s | jaxtalk fwd / dx / dw s | dx, dw speed-up |")
+  print("|---|---|---|---|")
+  for name, h, k, s, c, f, pad in layers(args.size):
+    kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (args.frames, h, h, c))
+    w = jax.random.normal(kk, (k, k, c, f)) * 0.05
+
+    def xla(x, w, s=s, pad=pad):
+      return jax.lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=DN)
+
+    def ours(x, w, s=s, pad=pad):
+      return conv(x, w, (s, s), pad, dimension_numbers=DN)
+
+    g = jax.random.normal(kg, xla(x, w).shape)
+    ref = jax.jit(lambda x, w, g: jax.vjp(xla, x, w)[1](g))(x, w, g)
+    got = jax.jit(lambda x, w, g: jax.vjp(ours, x, w)[1](g))(x, w, g)
+    for a, b in zip(got, ref, strict=True):
+      scale = float(jnp.max(jnp.abs(b)))
+      np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-4)
+    row = {}
+    for label, fn in (("xla", xla), ("ours", ours)):
+      row[label] = (
+        _best(fn, (x, w), args.repeats),
+        _best(
+          lambda x, w, g, fn=fn: jax.vjp(lambda x: fn(x, w), x)[1](g)[0], (x, w, g), args.repeats
+        ),
+        _best(
+          lambda x, w, g, fn=fn: jax.vjp(lambda w: fn(x, w), w)[1](g)[0], (x, w, g), args.repeats
+        ),
+      )
+    a, b = row["xla"], row["ours"]
+    print(
+      f"| {name} | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} | {b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} |"
+      f" {a[1] / b[1]:.1f}x, {a[2] / b[2]:.1f}x |",
+      flush=True,
+    )
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
