@@ -36,18 +36,19 @@ def _best(fn, args, repeats):
   return min(times)
 
 
-def layers(size: int):
-  """(name, input map size, kernel, stride, C, F, padding) of the paper-config renderer."""
-  q, e = size // 4, size // 2
+def layers(size: int, base: int):
+  """(name, input map size, kernel, stride, C, F, padding) of the renderer with `base` channels
+  (64: the paper config; 8: tiny and cpu) and its PatchGAN's first conv."""
+  q, e, b = size // 4, size // 2, base
   return [
-    ("encoder 7x7 6->64", size + 6, 7, 1, 6, 64, "SAME"),
-    ("encoder 4x4 s2 64->128", size, 4, 2, 64, 128, ((1, 1), (1, 1))),
-    ("encoder 4x4 s2 128->256", e, 4, 2, 128, 256, ((1, 1), (1, 1))),
-    ("bottleneck 3x3 256->256", q + 2, 3, 1, 256, 256, "SAME"),
-    ("decoder 2x2 256->4x128", q, 2, 1, 256, 512, ((1, 1), (1, 1))),
-    ("decoder 2x2 128->4x64", e, 2, 1, 128, 256, ((1, 1), (1, 1))),
-    ("decoder 7x7 64->3", size + 6, 7, 1, 64, 3, "SAME"),
-    ("PatchGAN 4x4 s2 3->64", size, 4, 2, 3, 64, ((1, 1), (1, 1))),
+    (f"encoder 7x7 6->{b}", size + 6, 7, 1, 6, b, "SAME"),
+    (f"encoder 4x4 s2 {b}->{2 * b}", size, 4, 2, b, 2 * b, ((1, 1), (1, 1))),
+    (f"encoder 4x4 s2 {2 * b}->{4 * b}", e, 4, 2, 2 * b, 4 * b, ((1, 1), (1, 1))),
+    (f"bottleneck 3x3 {4 * b}->{4 * b}", q + 2, 3, 1, 4 * b, 4 * b, "SAME"),
+    (f"decoder 2x2 {4 * b}->4x{2 * b}", q, 2, 1, 4 * b, 8 * b, ((1, 1), (1, 1))),
+    (f"decoder 2x2 {2 * b}->4x{b}", e, 2, 1, 2 * b, 4 * b, ((1, 1), (1, 1))),
+    (f"decoder 7x7 {b}->3", size + 6, 7, 1, b, 3, "SAME"),
+    (f"PatchGAN 4x4 s2 3->{b}", size, 4, 2, 3, b, ((1, 1), (1, 1))),
   ]
 
 
@@ -56,11 +57,14 @@ def main() -> int:
   ap.add_argument("--frames", type=int, default=8)
   ap.add_argument("--size", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--base", type=int, default=64, help="renderer base channels (tiny, cpu: 8)")
   args = ap.parse_args()
-  print(f"# {jax.devices()[0].device_kind}, {args.frames} frames, crop {args.size}")
+  print(
+    f"# {jax.devices()[0].device_kind}, {args.frames} frames, crop {args.size}, base {args.base}"
+  )
   print("| layer | XLA fwd / dx / dw s | jaxtalk fwd / dx / dw s | dx, dw speed-up |")
   print("|---|---|---|---|")
-  for name, h, k, s, c, f, pad in layers(args.size):
+  for name, h, k, s, c, f, pad in layers(args.size, args.base):
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, (args.frames, h, h, c))
     w = jax.random.normal(kk, (k, k, c, f)) * 0.05

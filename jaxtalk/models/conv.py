@@ -14,7 +14,8 @@ fast, on the CPU only (other backends keep XLA's own gradients through `lax.plat
   flattened to rows (row = y * Wp + x) and the output cotangent g zero-padded to (N, Hp, Wp, F),
   tap (a, b) of the kernel is `xp_rows[a Wp + b : a Wp + b + L]^T @ g_rows`: each tap is a
   *contiguous* row shift (the rows that wrap past an image's right edge or into the next image
-  meet zeros of g), so each tap is one matrix product on a row range of x, with no copy; where
+  meet zeros of g), so each tap is one matrix product on a row range of x (no im2col; XLA
+  still copies each range, a contiguous copy, before its product); where
   one side has few channels (the first and last convs), the shifted copies of that side are
   stacked instead (im2col, channel-major, in blocks of at most `COLS_BYTES`) and one product
   per block reads the wide side once;
@@ -81,7 +82,7 @@ def weight_grad_valid(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -
   g_lf = jnp.pad(g_nhwf, ((0, 0), (0, hp - ho), (0, wp - wo), (0, 0))).reshape(rows, f)[:used]
   x_lc = xp_nhwc.reshape(rows, c)
   if min(c, f) >= MIN_CHANNELS_PER_TAP:
-    # one matrix product per tap on contiguous row ranges of x (no im2col copy)
+    # one matrix product per tap on a contiguous row range of x (no im2col)
     taps = [jnp.einsum("lc,lf->cf", x_lc[o : o + used], g_lf) for o in offsets]
     return jnp.stack(taps).reshape(kh, kw, c, f)
   # few channels on one side: per-tap products would be thin and re-read the wide side once
@@ -138,16 +139,36 @@ def _regroup_kernel(k_hwio: jax.Array, s: int) -> jax.Array:
   return k.reshape(kh // s, kw // s, s * s * c, f)
 
 
+def own_weight_grad(c: int, f: int, kh: int, kw: int, stride: int) -> bool:
+  """Whether `weight_grad_valid` beats XLA's own weight gradient for a conv with C -> F
+  channels, kernel (kh, kw) and `stride`, as measured per layer (scripts/conv_grad_bench.py at
+  the paper config and at 8 base channels, docs/benchmarks.md). XLA's generic convolution is
+  fine for narrow layers (a 7x7 6->8 weight gradient: 20 ms, against 220 ms for the im2col
+  copies), slow for wide ones and for every even stride-1 kernel (a 2x2 16->32: 60 ms against
+  10; 256->512: 13.7 s against 0.16)."""
+  if stride > 1:  # judged as the stride-1 conv after space-to-depth
+    c, kh, kw = c * stride * stride, kh // stride, kw // stride
+    even = False
+  else:
+    even = kh % 2 == 0 or kw % 2 == 0
+  return min(c, f) >= MIN_CHANNELS_PER_TAP or max(c, f) >= 64 or even
+
+
 def _cpu_grads(x, k, strides, pads: Pads, g):
-  kh, kw = k.shape[:2]
+  kh, kw, c, f = k.shape
   s = strides[0]
+  own_dk = own_weight_grad(c, f, kh, kw, s)
+  if not own_dk:
+    (dk,) = jax.linear_transpose(lambda k: _lax_conv(x, k, strides, pads), k)(g)
   if s == 1:
     odd_same = kh % 2 == kw % 2 == 1 and pads == (((kh - 1) // 2,) * 2, ((kw - 1) // 2,) * 2)
     if odd_same:  # XLA's own input gradient is a padded conv already
       (dx,) = jax.linear_transpose(lambda x: _lax_conv(x, k, strides, pads), x)(g)
     else:
       dx = _input_grad_s1(g, k, pads)
-    return dx, weight_grad_valid(_pad(x, pads), g, kh, kw)
+    if own_dk:
+      dk = weight_grad_valid(_pad(x, pads), g, kh, kw)
+    return dx, dk
   ks = _regroup_kernel(k, s)
 
   def s2d_conv(x):
@@ -155,9 +176,10 @@ def _cpu_grads(x, k, strides, pads: Pads, g):
     return y[:, : g.shape[1], : g.shape[2]]
 
   (dx,) = jax.linear_transpose(s2d_conv, x)(g)
-  dks = weight_grad_valid(_space_to_depth(_pad(x, pads), s, kh, kw), g, kh // s, kw // s)
-  dk = dks.reshape(kh // s, kw // s, s, s, *k.shape[2:]).transpose(0, 2, 1, 3, 4, 5)
-  return dx, dk.reshape(k.shape)
+  if own_dk:
+    dks = weight_grad_valid(_space_to_depth(_pad(x, pads), s, kh, kw), g, kh // s, kw // s)
+    dk = dks.reshape(kh // s, kw // s, s, s, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(k.shape)
+  return dx, dk
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -198,7 +220,11 @@ def conv(
   **kwargs,
 ) -> jax.Array:
   """`lax.conv_general_dilated` with CPU-fast gradients for 2-D NHWC/HWIO convs with equal
-  strides that divide the kernel (module docstring); every other case is passed through."""
+  strides that divide the kernel (module docstring); every other case is passed through.
+  For 4-D operands `dimension_numbers` defaults to NHWC / HWIO (not lax's NCHW); Flax passes
+  its own."""
+  if dimension_numbers is None and lhs.ndim == 4:
+    dimension_numbers = NHWC
   plain = functools.partial(
     lax.conv_general_dilated,
     lhs,
@@ -214,10 +240,8 @@ def conv(
   )
   if lhs.ndim != 4 or rhs.ndim != 4 or kwargs or precision is not None:
     return plain()
-  dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
-  if dimension_numbers is not None and (
-    lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != dn
-  ):
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
+  if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc:
     return plain()
   kh, kw = rhs.shape[:2]
   strides = tuple(window_strides)
