@@ -56,7 +56,7 @@ def jaxtalk_times(args: argparse.Namespace, size: int, root: Path | None) -> dic
   # `python -c` puts the working directory first on sys.path: run where no other jaxtalk
   # package shadows the one meant (from the repository root, the checkout itself would be
   # timed as the baseline)
-  cwd = root if root is not None else Path(__file__).resolve().parents[1]
+  cwd = root if root is not None else REPO
   py = [sys.executable, "-c", "import sys; from jaxtalk.cli import main; sys.exit(main())"]
   cmd = py + ["bench", "model", "--sizes", str(size), "--modules", "renderer"]
   cmd += ["--frames", str(args.frames), "--batch", "1", "--repeats", "3"]
