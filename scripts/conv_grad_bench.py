@@ -14,26 +14,15 @@ call) and the speed-up of each part.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.bench.train import _best  # compile once, then the best of `repeats` calls
 from jaxtalk.models.conv import conv
 
 DN = ("NHWC", "HWIO", "NHWC")
-
-
-def _best(fn, args, repeats):
-  compiled = jax.jit(fn).lower(*args).compile()
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return min(times)
 
 
 def layers(size: int, base: int):

@@ -60,8 +60,8 @@ def crop_border(x_nhwc: jax.Array, pad: int) -> jax.Array:
   return x_nhwc[:, pad:-pad, pad:-pad, :]
 
 
-def reflect_conv(conv: nn.Module, x_nhwc: jax.Array, pad: int) -> jax.Array:
-  """`conv` (an odd-kernel, stride-1 nn.Conv with padding="SAME") over the input reflect-padded
+def reflect_conv(layer: nn.Module, x_nhwc: jax.Array, pad: int) -> jax.Array:
+  """`layer` (an odd-kernel, stride-1 nn.Conv with padding="SAME") over the input reflect-padded
   by `pad`, equal to the VALID conv of the padded input.
 
   Why not padding="VALID": XLA CPU's convolution kernels (YNNPACK) run an unpadded conv 2-10x
@@ -70,7 +70,7 @@ def reflect_conv(conv: nn.Module, x_nhwc: jax.Array, pad: int) -> jax.Array:
   conv of the padded map computes (1 + 2 pad / H)^2 more outputs; its centre is exactly the
   VALID result (same taps, same order), so the extra border is cropped.
   """
-  return crop_border(conv(reflect_pad(x_nhwc, pad)), pad)
+  return crop_border(layer(reflect_pad(x_nhwc, pad)), pad)
 
 
 class ConvNormAct(nn.Module):
