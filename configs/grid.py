@@ -183,6 +183,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.a2e_train.aug_noise_snr_db = 20.0  # its level below the mean power (+- 5 dB)
   c.a2e_train.aug_stretch = 0.1  # time stretch of each log-mel window by 1 +- this
   c.a2e_train.max_minutes = 0.0  # wall-clock budget of a2e training (0: steps only)
+  # the output gain per component fitted on the validation frames after training, at most this
+  # (<= 1: none); jaxtalk/train/a2e_calibrate.py, docs/benchmarks.md (issue 15)
+  c.a2e_train.gain_cap = 2.0
 
   # Inference (jaxtalk/infer.py).
   c.infer = ml_collections.ConfigDict()

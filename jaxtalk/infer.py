@@ -95,6 +95,8 @@ class Models:
   # the stage the renderer checkpoint was trained through (2: its smoothing took steps); read
   # from the checkpoint's metadata, never from the config
   stage: int = 1
+  # the a2e's per-component output gain (model_io.A2ECalibration), None: predictions as they are
+  a2e_calibration: Any = None
 
 
 def _find_face_model(folder: pathlib.Path) -> pathlib.Path:
@@ -185,7 +187,10 @@ def load_models(
     )
   renderer_state = model_io.restore_renderer(cfg, renderer_dir)
   a2e_state = restore_a2e_state(cfg, a2e_dir)
-  return Models(cfg, face_model, renderer_state, a2e_state, folder, trained_stage(renderer_dir))
+  a2e_cal = model_io.load_a2e_calibration(a2e_dir, int(a2e_state.step), cfg.data.expression_dim)
+  return Models(
+    cfg, face_model, renderer_state, a2e_state, folder, trained_stage(renderer_dir), a2e_cal
+  )
 
 
 # ------------------------------------------------------------------------------ background
@@ -340,34 +345,13 @@ class LazyFrames:
       del self._memo[t]
 
 
-def _windowed(n: int, window: int, overlap: int, run, inputs: Sequence[np.ndarray]):
-  """Runs `run` over overlapping windows of `inputs` (edge-padded when n < window); blends."""
-  starts = window_starts(n, window, overlap)
-  outs = (run(*[_take(x, s, window) for x in inputs]) for s in starts)
-  return blend_stream(outs, starts, n, window)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "norm"))
-def _a2e_apply(params, stats, audio_btwf, *, model, norm):
-  audio = model_io.normalise_audio(audio_btwf, stats, norm)
-  return model.apply({"params": params}, audio, train=False)
-
-
 def predict_expressions(models: Models, audio_nwf) -> np.ndarray:
   """(N, E) expressions from N audio windows (an array or `AudioFeatures`), run in overlapping
-  windows of a2e_train.seq_len frames."""
-  cfg = models.config
-  model = model_io.a2e_model(cfg)
-  window = min(cfg.a2e_train.seq_len, cfg.model.a2e.max_frames)
+  windows of a2e_train.seq_len frames, with the a2e's output calibration when it has one."""
   st = models.a2e_state
-
-  def run(a):
-    out = _a2e_apply(st.params, st.data_stats, jnp.asarray(a[None]), model=model,
-                     norm=cfg.train.audio_norm)  # fmt: skip
-    return np.asarray(out[0])
-
-  frames = _windowed(len(audio_nwf), window, window // 4, run, [audio_nwf])
-  return np.stack(list(frames)).astype(np.float32)
+  expression = model_io.predict_a2e(models.config, st.params, st.data_stats, audio_nwf)
+  cal = getattr(models, "a2e_calibration", None)
+  return expression if cal is None else cal.apply(expression)
 
 
 # ------------------------------------------------------------------------------ renderer

@@ -8,6 +8,9 @@ ablation all go through it; it imports nothing from jaxtalk.train.
     generator_tx / discriminator_tx / a2e_tx   the optimisers (their states are checkpointed)
     restore_renderer / restore_a2e             a workdir's checkpoint -> single-device state
     config_json / check_compatible             what a checkpoint records of its config
+    predict_a2e                                audio windows -> expressions (overlapping windows)
+    A2ECalibration / save_ / load_a2e_calibration
+                                               the a2e's per-component output gain (issue 15)
     generator_forward, erode, to_signed_unit, to_uint8, normalise_audio
                                                the forward pass shared by training and inference
 
@@ -40,6 +43,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxtalk.checkpoints import CheckpointError, Checkpoints, check_compatible
@@ -49,6 +53,7 @@ from jaxtalk.models.layers import compute_dtype
 from jaxtalk.models.renderer import renderer_from_config
 from jaxtalk.models.smoothing import smoother_from_config
 from jaxtalk.models.vgg import VGG16Features, VGG19Features
+from jaxtalk.synthesis.windows import blend_stream, window_starts
 
 __all__ = ["CheckpointError", "Checkpoints", "check_compatible"]  # re-exported for callers
 
@@ -357,3 +362,100 @@ def restore_a2e(
   """The (single-device) audio2expression state of a workdir's latest (or `step`, or best)
   checkpoint, for inference: `state.params`, `state.data_stats` (log-mel standardisation)."""
   return _restore(a2e_template(cfg), cfg, workdir, best, step)
+
+
+# ----------------------------------------------------------------------------------------------
+# audio2expression prediction and its output calibration (shared by training's calibration,
+# inference and `jaxtalk bench a2e`).
+
+
+@functools.partial(jax.jit, static_argnames=("model", "norm"))
+def _a2e_apply(params, stats, audio_btwf, *, model, norm):
+  audio = normalise_audio(audio_btwf, stats, norm)
+  return model.apply({"params": params}, audio, train=False)
+
+
+def predict_a2e(cfg: Any, params: PyTree, data_stats: PyTree, audio_nwf: Any) -> np.ndarray:
+  """(N, E) raw a2e expressions from N audio windows (an array, or anything sliceable into
+  one), run over windows of a2e_train.seq_len frames overlapping by a quarter, crossfaded."""
+  model = a2e_model(cfg)
+  window = min(cfg.a2e_train.seq_len, cfg.model.a2e.max_frames)
+  n = len(audio_nwf)
+  starts = window_starts(n, window, window // 4)
+
+  def run(s: int) -> np.ndarray:
+    part = np.asarray(audio_nwf[s : s + window])
+    if len(part) < window:  # edge-padded: the output of the padding is cut off by the blend
+      part = np.concatenate([part, np.repeat(part[-1:], window - len(part), 0)])
+    out = _a2e_apply(params, data_stats, jnp.asarray(part[None]), model=model,
+                     norm=cfg.train.audio_norm)  # fmt: skip
+    return np.asarray(out[0])
+
+  frames = blend_stream((run(s) for s in starts), starts, n, window)
+  return np.stack(list(frames)).astype(np.float32)
+
+
+A2E_CALIBRATION = "calibration.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class A2ECalibration:
+  """A per-component output gain of a trained a2e (issue 15): its predictions, scaled about
+  `centre_e` by `gain_e`. Trained with losses that reward the mean less, the a2e still
+  under-predicts the amplitude of most components on unseen audio; the gain, fitted on the
+  validation frames after training, restores it. `step`: the checkpoint it was fitted to."""
+
+  step: int
+  centre_e: np.ndarray
+  gain_e: np.ndarray
+
+  def apply(self, expression_ne: np.ndarray) -> np.ndarray:
+    out = self.centre_e + (np.asarray(expression_ne) - self.centre_e) * self.gain_e
+    return out.astype(np.float32)
+
+
+def save_a2e_calibration(workdir: str | pathlib.Path, cal: A2ECalibration, note: dict) -> None:
+  """Writes `workdir/calibration.json` (atomically: a crash leaves the old file or none)."""
+  path = pathlib.Path(workdir) / A2E_CALIBRATION
+  body = {
+    "step": int(cal.step),
+    "centre": [float(v) for v in cal.centre_e],
+    "gain": [float(v) for v in cal.gain_e],
+    **note,
+  }
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(body, indent=1) + "\n")
+  tmp.replace(path)
+
+
+def load_a2e_calibration(
+  workdir: str | pathlib.Path, step: int, expression_dim: int
+) -> A2ECalibration | None:
+  """The calibration of an a2e workdir, checked against the restored checkpoint's `step` and
+  the expression size; None when the workdir has none (trained before it existed, or with
+  a2e_train.gain_cap <= 1): the predictions are then used as they are."""
+  path = pathlib.Path(workdir) / A2E_CALIBRATION
+  if not path.is_file():
+    return None
+  try:
+    body = json.loads(path.read_text())
+    cal = A2ECalibration(
+      int(body["step"]),
+      np.asarray(body["centre"], np.float32),
+      np.asarray(body["gain"], np.float32),
+    )
+  except (ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(
+      f"{path}: damaged ({type(e).__name__}: {e}); delete it to use the a2e uncalibrated, or"
+      " rerun `jaxtalk train a2e --resume` to refit it"
+    ) from None
+  if cal.centre_e.shape != (expression_dim,) or cal.gain_e.shape != (expression_dim,):
+    raise CheckpointError(
+      f"{path}: {cal.gain_e.shape} gains for {expression_dim} expression components"
+    )
+  if cal.step != int(step):
+    raise CheckpointError(
+      f"{path} was fitted to checkpoint step {cal.step}, the restored a2e is step {step}; rerun"
+      " `jaxtalk train a2e --resume` to refit it, or delete it"
+    )
+  return cal

@@ -8,8 +8,9 @@ split; `--holdout` splits each clip by time for a dataset made without one), for
 of wall-clock time (or the config's a2e_train.steps), picks the checkpoint of the best
 validation loss (validation windows come from the training frames too), then predicts the
 expressions of the held-out frames from their audio exactly as inference does
-(`jaxtalk.infer.predict_expressions`) and compares them with the expressions fitted to the
-real held-out frames:
+(`jaxtalk.infer.predict_expressions`, with the output calibration training fitted on the
+validation frames, jaxtalk/train/a2e_calibrate.py) and compares them with the expressions
+fitted to the real held-out frames:
 
 - per leading component: std ratio (predicted / fitted) and Pearson correlation;
 - mouth aperture (inner-lip gap / mouth width, jaxtalk.metrics.articulation) of the face
@@ -19,7 +20,8 @@ real held-out frames:
   the same offset of the fitted (real) aperture: on real clips the mouth may lead the sound
   (see jaxtalk/metrics/articulation.py), so the generated offset is judged against the real one.
 
-Prints a table, writes `--json` and `--plot` (predicted vs fitted aperture over time).
+Prints a table, writes `--json` and `--plot` (predicted vs fitted aperture over time). The
+figures without the calibration are in the JSON's "uncalibrated" entry, and printed beside.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import types
 
 import numpy as np
 
-from jaxtalk import infer
+from jaxtalk import infer, model_io
 from jaxtalk.bench.machine import describe
 from jaxtalk.config import load_config
 from jaxtalk.data.pipeline import open_data
@@ -89,10 +91,17 @@ def _source_envelope(ds, name: str, n_frames: int, start: int, cfg) -> np.ndarra
   return audio_envelope(samples[skip:], cfg.data.sample_rate, ds.fps, n_frames)
 
 
-def evaluate_heldout(cfg, ds, a2e_state, holdout: float | None, max_shift: int = 10) -> dict:
+def evaluate_heldout(
+  cfg,
+  ds,
+  a2e_state,
+  holdout: float | None,
+  max_shift: int = 10,
+  calibration: model_io.A2ECalibration | None = None,
+) -> dict:
   """Figures of a trained a2e on the held-out frames of every clip of `ds`: its predictions
   from the held-out audio (as inference makes them) against the fitted expressions."""
-  models = types.SimpleNamespace(config=cfg, a2e_state=a2e_state)
+  models = types.SimpleNamespace(config=cfg, a2e_state=a2e_state, a2e_calibration=calibration)
   parts = []
   for c in training_clips(ds, holdout):
     start, n = c.usable_frames, c.num_frames - c.usable_frames
@@ -186,6 +195,9 @@ def _plot(result: dict, path: str, title: str) -> None:
   t = np.arange(fit.size)
   ax.plot(t, fit, label="fitted (real held-out frames)", color="0.2", lw=1.2)
   ax.plot(t, pred, label="predicted from held-out audio", color="tab:red", lw=1.2)
+  if "uncalibrated" in result:
+    raw = np.asarray(result["uncalibrated"]["aperture_pred"])
+    ax.plot(t, raw, label="predicted, without the output gain", color="tab:red", lw=0.8, ls=":")
   ax.set_xlabel("held-out frame")
   ax.set_ylabel("mouth aperture (gap / width)")
   ax.set_title(
@@ -218,7 +230,12 @@ def run(args: argparse.Namespace) -> int:
     res = train_a2e(cfg, ds.path, workdir, holdout=args.holdout, show_progress=False)
     train_s = time.monotonic() - t0
     state = infer.restore_a2e_state(cfg, workdir)
-    result = evaluate_heldout(cfg, ds, state, args.holdout, args.max_shift)
+    cal = model_io.load_a2e_calibration(workdir, int(state.step), cfg.data.expression_dim)
+    result = evaluate_heldout(cfg, ds, state, args.holdout, args.max_shift, cal)
+    if cal is not None:
+      raw = evaluate_heldout(cfg, ds, state, args.holdout, args.max_shift)
+      result["uncalibrated"] = {k: v for k, v in raw.items() if k != "aperture_fit"}
+      result["output_gain"] = [float(g) for g in cal.gain_e]
   finally:
     if tmp is not None:
       tmp.cleanup()
@@ -244,6 +261,14 @@ def run(args: argparse.Namespace) -> int:
     f"mean corr {result['leading_mean_corr']:.2f}"
   )
   print(f"mouth aperture: ratio {result['aperture_ratio']:.2f}, corr {result['aperture_corr']:.2f}")
+  if "uncalibrated" in result:
+    u = result["uncalibrated"]
+    print(
+      f"without the output gain ({' '.join(f'{g:.2f}' for g in result['output_gain'][:4])} on"
+      f" components 0-3): aperture ratio {u['aperture_ratio']:.2f}, corr"
+      f" {u['aperture_corr']:.2f}; leading {LEADING} std ratio"
+      f" {u['leading_mean_std_ratio']:.2f}, corr {u['leading_mean_corr']:.2f}"
+    )
   if "sync_offset_frames" in result:
     print(
       f"lip-sync offset (frames, + = mouth after sound): predicted "

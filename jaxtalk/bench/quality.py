@@ -36,7 +36,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxtalk import infer
+from jaxtalk import infer, model_io
 from jaxtalk.ablate import VARIANTS, variant_config
 from jaxtalk.cli import add_config_arguments
 from jaxtalk.config import apply_overrides, load_config
@@ -202,8 +202,11 @@ def train_models(cfg, dataset: pathlib.Path, model: pathlib.Path, seconds: float
         [f"a2e_train.steps={BIG}", f"a2e_train.max_minutes={seconds * A2E_SHARE / 60.0}"]
       )
       r = train_a2e(c, dataset, model / "a2e", resume=True, show_progress=progress)
-      state.finish(f"{prefix}a2e", {"steps": r.step})
+      cal = model / "a2e" / model_io.A2E_CALIBRATION
+      gain = json.loads(cal.read_text())["gain"] if cal.is_file() else None
+      state.finish(f"{prefix}a2e", {"steps": r.step, "output_gain": gain})
     steps["a2e_steps"] = state.get(f"{prefix}a2e")["steps"]
+    steps["a2e_output_gain"] = state.get(f"{prefix}a2e").get("output_gain")
   s1_budget = renderer_s * (1 - STAGE2_SHARE)
   if not state.done(f"{prefix}renderer1"):
     say(f"[quality] {prefix}train the renderer, stage 1, for {s1_budget:.0f} s")

@@ -9,7 +9,9 @@ mouth-landmark, correlation and amplitude terms that keep it from predicting the
 Only each clip's training frames take part (the dataset's holdout split, or `holdout=` for a
 dataset made without one): validation, hence the best checkpoint, comes from the training
 frames too (held out by clip, or the tail of the training part when there is one clip, see
-pipeline.split_segments). `a2e_train.max_minutes` (> 0) stops at a wall-clock budget. Logistics
+pipeline.split_segments). `a2e_train.max_minutes` (> 0) stops at a wall-clock budget. At the
+end the output calibration is fitted to the checkpoint inference will use (the best one) on the
+validation frames and written to `W/calibration.json` (jaxtalk/train/a2e_calibrate.py). Logistics
 (workers, log/eval/checkpoint intervals, keep, val_fraction, mesh, parallel) come from train.*.
 Same checkpoints, metrics log and exact resume as the renderer.
 """
@@ -27,11 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk import model_io
 from jaxtalk.data import pipeline as data_lib
 from jaxtalk.data.dataset import DatasetError
 from jaxtalk.model_io import restore_a2e as restore_a2e_params  # noqa: F401  (re-exported)
 from jaxtalk.train import a2e_step
 from jaxtalk.train import state as state_lib
+from jaxtalk.train.a2e_calibrate import fit_calibration, host_copy
 from jaxtalk.train.checkpoint import Checkpoints, check_compatible
 from jaxtalk.train.observe import MetricsLog, progress, short
 from jaxtalk.train.parallel import Runner, fetch, maybe_initialize_distributed
@@ -112,6 +116,8 @@ def train_a2e(
   ckpt = Checkpoints(workdir, t.keep)
   cfg_json = config_json(cfg)
   latest = open_workdir(ckpt, resume, say)
+  if primary:  # refitted at the end: never left describing a checkpoint it was not fitted to
+    (workdir / model_io.A2E_CALIBRATION).unlink(missing_ok=True)
   abstract = runner.abstract_state(init_fn, init_key, run_key, data_stats)
   found = None
   if latest is not None:
@@ -220,6 +226,14 @@ def train_a2e(
         diverged(last)
     ckpt.save(step, runner.get_state(state), data_iter, meta(step))
     best = ckpt.best_loss()
+    # -- output calibration, on the checkpoint inference restores (the best, else the last)
+    chosen = ckpt.restore_best(abstract)[0] if best is not None else runner.get_state(state)
+    fitted = fit_calibration(
+      cfg, ds, chosen.params, chosen.data_stats, int(host_copy(chosen.step)), train_segs, val_segs
+    )
+    if fitted is not None and primary:
+      model_io.save_a2e_calibration(workdir, *fitted)
+      say(f"output gains of components 0-3: {' '.join(f'{g:.2f}' for g in fitted[0].gain_e[:4])}")
     ckpt.close()
   finally:
     bar.close()
