@@ -140,6 +140,15 @@ def test_eval_batches_are_fixed(dataset):
   b = P.eval_batches(src, global_batch=2, max_batches=4)
   assert len(a) == 1  # 3 windows of stride 4 in a 13-frame clip -> one batch of 2
   assert all(np.array_equal(x["frames"], y["frames"]) for x, y in zip(a, b, strict=True))
+  # Fewer windows than a batch: one batch, its windows repeated evenly (3 windows, 4 slots:
+  # 0, 1, 1, 2), not none (a short validation tail still selects the checkpoint).
+  (short,) = P.eval_batches(src, global_batch=4, max_batches=4)
+  assert len(src) == 3
+  expect = np.stack([src[i]["frames"] for i in (0, 1, 1, 2)])
+  np.testing.assert_array_equal(short["frames"], expect)
+  assert (
+    P.eval_batches(P.WindowSource(dataset, [], T, stride=T), global_batch=4, max_batches=4) == []
+  )
 
 
 def test_audio_stats(dataset):

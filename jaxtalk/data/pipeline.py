@@ -302,10 +302,13 @@ def eval_batches(
   process_count: int = 1,
 ) -> list[dict[str, np.ndarray]]:
   """A fixed list of validation batches (no shuffle; evenly spread over the windows), so every
-  evaluation sees the same data. Empty when the source has too few windows for one batch."""
+  evaluation sees the same data. A source with fewer windows than one batch still makes one,
+  its windows repeated (evenly: 1 window x 4, 2 x 2; 3 windows fill 4 slots as 0, 1, 1, 2):
+  a short validation tail (Obama's 40 frames at seq_len 32 are one window) still selects the
+  checkpoint. Empty only when the source has no window."""
   batch = host_batch_size(global_batch, process_count)
   n = len(source)
-  n_batches = min(max_batches, n // global_batch)
+  n_batches = min(max_batches, max(1, n // global_batch)) if n else 0
   if n_batches <= 0:
     return []
   idx = np.linspace(0, n - 1, n_batches * global_batch).round().astype(np.int64)
