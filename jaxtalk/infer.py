@@ -68,7 +68,7 @@ from jaxtalk.io.video import VideoWriter, read_frames
 from jaxtalk.models.smoothing import smoother_from_config
 from jaxtalk.synthesis.panels import labelled_panels
 from jaxtalk.synthesis.paste import feathered_alpha, paste, polygon_alpha
-from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts
+from jaxtalk.synthesis.windows import blend_stream, ping_pong, take_window, window_starts
 
 # A background whose landmarks the person's model reprojects worse than this (mean, pixels at a
 # 256 crop) is probably someone else. Measured with a model of GRID speaker bbaf2n: its own clip
@@ -350,7 +350,7 @@ def predict_expressions(models: Models, audio_nwf) -> np.ndarray:
   windows of a2e_train.seq_len frames, with the a2e's output calibration when it has one."""
   st = models.a2e_state
   expression = model_io.predict_a2e(models.config, st.params, st.data_stats, audio_nwf)
-  cal = getattr(models, "a2e_calibration", None)
+  cal = models.a2e_calibration
   return expression if cal is None else cal.apply(expression)
 
 
@@ -477,14 +477,6 @@ def make_generate(models: Models):
   return jax.jit(generate, in_shardings=(replicated, *[frames_s] * 5), out_shardings=frames_s)
 
 
-def _take(x, start: int, window: int) -> np.ndarray:
-  """Frames start .. start+window-1 of an array or lazy source, edge-padded past the end."""
-  part = np.asarray(x[start : start + window])
-  if len(part) < window:
-    part = np.concatenate([part, np.repeat(part[-1:], window - len(part), 0)])
-  return part
-
-
 def generate_crops(
   models: Models,
   generate,
@@ -513,7 +505,7 @@ def generate_crops(
     # The last batch is padded with its own last window: one compiled shape for all calls.
     padded = group + [group[-1]] * (batch - len(group))
     arrays = [
-      np.stack([_take(x, s, window) for s in padded])
+      np.stack([take_window(x, s, window) for s in padded])
       for x in (crops, shapes, masks, expression, audio)
     ]
     return generate(st, *arrays), len(group)  # asynchronous: returns before the result is ready

@@ -53,7 +53,7 @@ from jaxtalk.models.layers import compute_dtype
 from jaxtalk.models.renderer import renderer_from_config
 from jaxtalk.models.smoothing import smoother_from_config
 from jaxtalk.models.vgg import VGG16Features, VGG19Features
-from jaxtalk.synthesis.windows import blend_stream, window_starts
+from jaxtalk.synthesis.windows import blend_stream, take_window, window_starts
 
 __all__ = ["CheckpointError", "Checkpoints", "check_compatible"]  # re-exported for callers
 
@@ -384,9 +384,7 @@ def predict_a2e(cfg: Any, params: PyTree, data_stats: PyTree, audio_nwf: Any) ->
   starts = window_starts(n, window, window // 4)
 
   def run(s: int) -> np.ndarray:
-    part = np.asarray(audio_nwf[s : s + window])
-    if len(part) < window:  # edge-padded: the output of the padding is cut off by the blend
-      part = np.concatenate([part, np.repeat(part[-1:], window - len(part), 0)])
+    part = take_window(audio_nwf, s, window)
     out = _a2e_apply(params, data_stats, jnp.asarray(part[None]), model=model,
                      norm=cfg.train.audio_norm)  # fmt: skip
     return np.asarray(out[0])

@@ -36,7 +36,7 @@ def main() -> int:
   cfg = load_config(args.config)
   ds = open_data(str(args.run / "dataset"))
   state = infer.restore_a2e_state(cfg, args.run / "model" / "a2e")
-  models = types.SimpleNamespace(config=cfg, a2e_state=state)
+  models = types.SimpleNamespace(config=cfg, a2e_state=state, a2e_calibration=None)
   face_model = ds.face_model()
   for c in training_clips(ds, args.holdout):
     clip = ds.clip(c.name)

@@ -25,6 +25,17 @@ def ridge(f_tr: np.ndarray, y_tr: np.ndarray, f_te: np.ndarray, lam: float) -> n
   return (f_te - m) @ w + ym
 
 
+def heldout_scores(
+  feats: np.ndarray, ap: np.ndarray, expr: np.ndarray, tr: int, lam: float
+) -> tuple[dict, list[float]]:
+  """Ridge fits on the first `tr` frames, scored on the rest: the aperture's articulation
+  figures and the correlations of the leading 4 expression components."""
+  pa = ridge(feats[:tr], ap[:tr, None], feats[tr:], lam)[:, 0]
+  pe = ridge(feats[:tr], expr[:tr], feats[tr:], lam)
+  lead = [np.corrcoef(pe[:, k], expr[tr:, k])[0, 1] for k in range(4)]
+  return articulation(pa, ap[tr:]), lead
+
+
 def main() -> None:
   ds = open_data(sys.argv[1])
   fm, size = ds.face_model(), ds.image_size
@@ -40,10 +51,7 @@ def main() -> None:
     for shifts in ([0], [-4, 0, 4]):
       feats = np.concatenate([np.roll(bands, -s, 0).reshape(n, -1) for s in shifts], 1)
       for lam in (3e2, 1e3):
-        pa = ridge(feats[:tr], ap[:tr, None], feats[tr:], lam)[:, 0]
-        pe = ridge(feats[:tr], expr[:tr], feats[tr:], lam)
-        lead = [np.corrcoef(pe[:, k], expr[tr:, k])[0, 1] for k in range(4)]
-        art = articulation(pa, ap[tr:])
+        art, lead = heldout_scores(feats, ap, expr, tr, lam)
         print(
           f"{name}: frames {shifts}, lambda {lam:g}: aperture ratio {art['aperture_ratio']:.2f} "
           f"corr {art['aperture_corr']:.2f}; leading-4 corr {np.mean(lead):.2f} "

@@ -23,11 +23,11 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from a2e_linear_ceiling import ridge  # this folder is on sys.path when run as a script
+from a2e_linear_ceiling import heldout_scores, ridge  # this folder is on sys.path as a script
 
 from jaxtalk.data.pipeline import open_data
 from jaxtalk.io.audio import read_audio
-from jaxtalk.metrics.articulation import articulation, mouth_aperture
+from jaxtalk.metrics.articulation import mouth_aperture
 
 LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 
@@ -94,10 +94,7 @@ def main() -> None:
         for lam in LAMBDAS
       ]  # fmt: skip
       lam = LAMBDAS[int(np.argmax(tail))]
-      pa = ridge(feats[:tr], ap[:tr, None], feats[tr:], lam)[:, 0]
-      pe = ridge(feats[:tr], expr[:tr], feats[tr:], lam)
-      lead = [np.corrcoef(pe[:, k], expr[tr:, k])[0, 1] for k in range(4)]
-      art = articulation(pa, ap[tr:])
+      art, lead = heldout_scores(feats, ap, expr, tr, lam)
       print(
         f"  {label:6s} lambda {lam:g}: aperture ratio {art['aperture_ratio']:.2f} corr "
         f"{art['aperture_corr']:.2f}; leading-4 corr {np.mean(lead):.2f}"

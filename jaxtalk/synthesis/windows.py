@@ -83,6 +83,15 @@ def ping_pong(n: int, length: int) -> np.ndarray:
   return np.where(k < length, k, period - k).astype(np.int64)
 
 
+def take_window(x, start: int, window: int) -> np.ndarray:
+  """Frames start .. start+window-1 of an array or lazy source, edge-padded past the end (the
+  padding's outputs fall past n, where `blend_stream` drops them)."""
+  part = np.asarray(x[start : start + window])
+  if len(part) < window:
+    part = np.concatenate([part, np.repeat(part[-1:], window - len(part), 0)])
+  return part
+
+
 def blend_stream(
   outputs: Iterable[np.ndarray], starts: list[int], n: int, window: int, seam: str = "crossfade"
 ) -> Iterator[np.ndarray]:

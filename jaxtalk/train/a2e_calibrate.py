@@ -25,15 +25,6 @@ from jaxtalk import model_io
 from jaxtalk.data.pipeline import Segment
 
 
-def host_copy(x: Any) -> np.ndarray:
-  """A host copy of a (replicated) array, also one spread over several processes."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    if not x.sharding.is_fully_replicated:
-      raise ValueError(f"a sharded {x.shape} array has no single host copy")
-    return np.asarray(x.addressable_data(0))
-  return np.asarray(x)
-
-
 def _predict(cfg: Any, ds: Any, params: Any, stats: Any, segs: list[Segment]):
   pred, fit = [], []
   for s in segs:
@@ -59,8 +50,8 @@ def fit_calibration(
   cap = float(cfg.a2e_train.get("gain_cap", 0.0) or 0.0)
   if cap <= 1.0 or not val_segs:
     return None
-  params = jax.tree.map(host_copy, params)
-  data_stats = jax.tree.map(host_copy, data_stats)
+  # host copies; jax.device_get also reads a replicated array spread over several processes
+  params, data_stats = jax.device_get((params, data_stats))
   pred_train, _ = _predict(cfg, ds, params, data_stats, train_segs)
   pred_val, fit_val = _predict(cfg, ds, params, data_stats, val_segs)
   raw = fit_val.std(0) / np.maximum(pred_val.std(0), 1e-6)

@@ -35,7 +35,7 @@ from jaxtalk.data.dataset import DatasetError
 from jaxtalk.model_io import restore_a2e as restore_a2e_params  # noqa: F401  (re-exported)
 from jaxtalk.train import a2e_step
 from jaxtalk.train import state as state_lib
-from jaxtalk.train.a2e_calibrate import fit_calibration, host_copy
+from jaxtalk.train.a2e_calibrate import fit_calibration
 from jaxtalk.train.checkpoint import Checkpoints, check_compatible
 from jaxtalk.train.observe import MetricsLog, progress, short
 from jaxtalk.train.parallel import Runner, fetch, maybe_initialize_distributed
@@ -229,7 +229,7 @@ def train_a2e(
     # -- output calibration, on the checkpoint inference restores (the best, else the last)
     chosen = ckpt.restore_best(abstract)[0] if best is not None else runner.get_state(state)
     fitted = fit_calibration(
-      cfg, ds, chosen.params, chosen.data_stats, int(host_copy(chosen.step)), train_segs, val_segs
+      cfg, ds, chosen.params, chosen.data_stats, int(chosen.step), train_segs, val_segs
     )
     if fitted is not None and primary:
       model_io.save_a2e_calibration(workdir, *fitted)
