@@ -118,6 +118,8 @@ def get_config() -> ml_collections.ConfigDict:
   # -- added by issue 15 (audio2expression that articulates; docs/benchmarks.md) --
   c.model.a2e.deltas = True  # the encoder also sees the log-mel's time differences
   c.model.a2e.dropout = 0.1  # on the frame tokens while training
+  # that many a2e models, trained side by side each on its own loss, averaged at inference
+  c.model.a2e.members = 1
 
   # Training (jaxtalk/train).
   c.train = ml_collections.ConfigDict()
@@ -183,9 +185,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.a2e_train.aug_noise_snr_db = 20.0  # its level below the mean power (+- 5 dB)
   c.a2e_train.aug_stretch = 0.1  # time stretch of each log-mel window by 1 +- this
   c.a2e_train.max_minutes = 0.0  # wall-clock budget of a2e training (0: steps only)
-  # the output gain per component fitted on the validation frames after training, at most this
-  # (<= 1: none); jaxtalk/train/a2e_calibrate.py, docs/benchmarks.md (issue 15)
+  # the output gain fitted on the validation frames after training, at most this (<= 1: none):
+  # one from the mouth landmarks' amplitude ("mouth") or one per component ("component");
+  # jaxtalk/train/a2e_calibrate.py, docs/benchmarks.md (issue 15)
   c.a2e_train.gain_cap = 2.0
+  c.a2e_train.gain_mode = "mouth"
 
   # Inference (jaxtalk/infer.py).
   c.infer = ml_collections.ConfigDict()

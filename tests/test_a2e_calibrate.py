@@ -4,6 +4,7 @@ independently from its restored best checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 
@@ -13,7 +14,9 @@ import pytest
 from jaxtalk import infer, model_io
 from jaxtalk.config import load_config
 from jaxtalk.data.pipeline import Segment, open_data, split_segments
+from jaxtalk.errors import ConfigError
 from jaxtalk.train import a2e_calibrate
+from jaxtalk.train.a2e_step import mouth_basis
 from jaxtalk.train.a2e_train import train_a2e, training_clips
 from jaxtalk.train.synthetic import write_synthetic_dataset
 
@@ -42,9 +45,10 @@ def test_gains_of_a_hand_worked_case(monkeypatch):
     return pred[np.asarray(audio_nwf)[:, 0, 0].astype(int)]
 
   monkeypatch.setattr(model_io, "predict_a2e", fake_predict)
-  cfg = load_config("tiny", ["a2e_train.gain_cap=2.0"])
+  cfg = load_config("tiny", ["a2e_train.gain_cap=2.0", "a2e_train.gain_mode=component"])
   train, val = [Segment("c", 0, 70)], [Segment("c", 70, 100)]
-  cal, note = a2e_calibrate.fit_calibration(cfg, _FakeData(fit), {}, {}, 7, train, val)
+  basis = np.eye(E, dtype=np.float32)
+  cal, note = a2e_calibrate.fit_calibration(cfg, _FakeData(fit), {}, {}, 7, train, val, basis)
   # std(fit) / std(pred) over the validation frames = 1 / scale: 2, 4 (capped at 2), 0.5
   # (never below 1), 1
   np.testing.assert_allclose(note["raw_gain"], 1 / scale, rtol=1e-3)
@@ -55,9 +59,30 @@ def test_gains_of_a_hand_worked_case(monkeypatch):
   np.testing.assert_allclose(cal.apply(x), pred[:70].mean(0) + (x - pred[:70].mean(0)) * cal.gain_e,
                              rtol=1e-6)  # fmt: skip
   # no calibration without validation frames or with a cap of 1
-  assert a2e_calibrate.fit_calibration(cfg, _FakeData(fit), {}, {}, 7, train, []) is None
+  assert a2e_calibrate.fit_calibration(cfg, _FakeData(fit), {}, {}, 7, train, [], basis) is None
   cfg1 = load_config("tiny", ["a2e_train.gain_cap=1.0"])
-  assert a2e_calibrate.fit_calibration(cfg1, _FakeData(fit), {}, {}, 7, train, val) is None
+  assert a2e_calibrate.fit_calibration(cfg1, _FakeData(fit), {}, {}, 7, train, val, basis) is None
+
+  # "mouth": one gain, from the mouth landmarks. A basis that moves two landmark coordinates by
+  # components 0 and 2 only (1 and 3 leave the mouth still): the predicted mouth's variance is
+  # 0.25 v0 + 4 v2 against the real v0 + v2 (v: the real components' variance over the
+  # validation frames), so the gain is sqrt((v0 + v2) / (0.25 v0 + 4 v2)) < 1 -> clipped to 1;
+  # with component 2 predicted at 0.5 as well it is 2, everywhere.
+  mouth = np.zeros((E, 2), np.float32)
+  mouth[0, 0], mouth[2, 1] = 1.0, 1.0
+  cfg_m = load_config("tiny", ["a2e_train.gain_cap=3.0"])  # gain_mode "mouth" by default
+  v = fit[70:].var(0)
+  cal, note = a2e_calibrate.fit_calibration(cfg_m, _FakeData(fit), {}, {}, 7, train, val, mouth)
+  np.testing.assert_allclose(
+    note["raw_gain"], [np.sqrt((v[0] + v[2]) / (0.25 * v[0] + 4 * v[2]))] * E, rtol=1e-3
+  )
+  np.testing.assert_allclose(cal.gain_e, np.ones(E))
+  pred = (3.0 + fit * np.array([0.5, 0.25, 0.5, 1.0])).astype(np.float32)
+  cal, note = a2e_calibrate.fit_calibration(cfg_m, _FakeData(fit), {}, {}, 7, train, val, mouth)
+  np.testing.assert_allclose(cal.gain_e, np.full(E, 2.0), rtol=1e-4)
+  assert note["gain_mode"] == "mouth"
+  with pytest.raises(ConfigError, match="gain_mode must be one of mouth, component"):
+    a2e_calibrate.gain_mode(load_config("tiny", ["a2e_train.gain_mode=mouths"]))
 
 
 def test_calibration_file_round_trip_and_errors(tmp_path):
@@ -104,15 +129,21 @@ def test_trained_a2e_saves_the_gains_of_its_best_checkpoint(tmp_path):
   clip = ds.clip(v.clip)
   raw = model_io.predict_a2e(cfg, state.params, state.data_stats, clip["audio"][v.start : v.stop])
   fit = np.asarray(clip["expression"][v.start : v.stop])
-  expect = np.clip(fit.std(0) / raw.std(0), 1.0, 3.0)
-  np.testing.assert_allclose(saved["gain"], expect, rtol=1e-4)
-  assert max(saved["gain"]) > 1.0  # an untrained a2e under-predicts: something was scaled
+  # gain_mode "mouth": the mouth landmarks' amplitude ratio (the synthetic dataset has no
+  # landmark3d face model, so its mouth basis is the identity: all components count)
+  basis = mouth_basis(ds.face_model() if ds.face_model_kind == "landmark3d" else None, 16)
+  np.testing.assert_array_equal(basis, np.eye(16))
+  ratio = np.sqrt(fit.var(0).sum() / raw.var(0).sum())
+  np.testing.assert_allclose(saved["raw_gain"], np.full(16, ratio), rtol=1e-3)
+  np.testing.assert_allclose(saved["gain"], np.full(16, np.clip(ratio, 1.0, 3.0)), rtol=1e-4)
 
-  # Inference applies it: centre + gain * (raw - centre).
+  # Inference applies it: centre + gain * (raw - centre) (a gain of 2 written in, as the
+  # tiny untrained a2e's own may be clipped to 1).
   cal = model_io.load_a2e_calibration(work, int(state.step), cfg.data.expression_dim)
+  cal = dataclasses.replace(cal, gain_e=np.full(16, 2.0, np.float32))
   models = types.SimpleNamespace(config=cfg, a2e_state=state, a2e_calibration=cal)
   audio = np.asarray(clip["audio"][:])
   got = infer.predict_expressions(models, audio)
   base = model_io.predict_a2e(cfg, state.params, state.data_stats, audio)
-  centre, gain = np.asarray(saved["centre"]), np.asarray(saved["gain"])
+  centre, gain = np.asarray(saved["centre"]), 2.0
   np.testing.assert_allclose(got, centre + gain * (base - centre), rtol=1e-5, atol=1e-6)

@@ -9,15 +9,18 @@ import pathlib
 
 import jax
 import numpy as np
+import optax
 import pytest
 
+from jaxtalk import infer, model_io
 from jaxtalk.config import load_config
 from jaxtalk.data.dataset import DatasetError
 from jaxtalk.data.pipeline import open_data
 from jaxtalk.face.landmark3d import FaceModel
-from jaxtalk.models.audio2expression import Audio2Expression
-from jaxtalk.train.a2e_step import a2e_loss, augment_audio, mouth_basis
-from jaxtalk.train.a2e_train import LossParams, train_a2e, training_clips
+from jaxtalk.model_io import a2e_model, init_a2e_state
+from jaxtalk.models.audio2expression import Audio2Expression, Audio2ExpressionEnsemble
+from jaxtalk.train.a2e_step import a2e_loss, a2e_train_step, augment_audio, mouth_basis
+from jaxtalk.train.a2e_train import LossParams, loss_params, train_a2e, training_clips
 from jaxtalk.train.observe import read_metrics
 from jaxtalk.train.synthetic import write_synthetic_dataset
 from jaxtalk.train.train import TrainingDiverged
@@ -171,3 +174,93 @@ def test_deltas_of_a_steady_sound_are_zero():
   assert not np.allclose(
     with_d.apply({"params": params}, moving), plain.apply({"params": cut}, moving), atol=1e-4
   )
+
+
+def _slice(tree, k):
+  return jax.tree.map(lambda x: x[k], tree)
+
+
+def test_ensemble_members_are_independent_models():
+  """Every member of Audio2ExpressionEnsemble is an Audio2Expression with its own parameters:
+  its output equals the plain model applied to its slice; the ensemble's output is their mean."""
+  kw = dict(expression_dim=4, dim=16, depth=1, num_heads=2, max_frames=8, audio_channels=8,
+            deltas=True)  # fmt: skip
+  ens, plain = Audio2ExpressionEnsemble(**kw, members=3), Audio2Expression(**kw)
+  rng = np.random.default_rng(5)
+  audio = rng.normal(size=(2, 5, 7, 6)).astype(np.float32)
+  params = ens.init(jax.random.key(0), audio)["params"]
+  assert jax.tree.leaves(params)[0].shape[0] == 3
+  per = [np.asarray(plain.apply({"params": _slice(params["member"], k)}, audio)) for k in range(3)]
+  assert not np.allclose(per[0], per[1], atol=1e-3)  # initialised apart
+  got = np.asarray(ens.apply({"params": params}, audio, per_member=True))
+  np.testing.assert_allclose(got, np.stack(per), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(ens.apply({"params": params}, audio)), np.mean(per, axis=0), rtol=1e-5, atol=1e-6
+  )
+  # One audio per member: member k sees only its own.
+  own = np.stack([audio, 2 * audio, -audio])
+  got = np.asarray(ens.apply({"params": params}, own, per_member=True))
+  for k in range(3):
+    want = plain.apply({"params": _slice(params["member"], k)}, own[k])
+    np.testing.assert_allclose(got[k], np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_step_trains_each_member_on_its_own_loss():
+  """Without augmentation or dropout (nothing random), one ensemble step gives member k exactly
+  the gradient one plain a2e step from member k's parameters on member k's part of the batch
+  gives: the members train independently, each on its whole own loss (plain SGD with rate 1,
+  so the update is the gradient itself; Adam's first step would hide a scale)."""
+  plain = ["model.a2e.dropout=0.0", "a2e_train.aug_gain_db=0", "a2e_train.aug_noise_prob=0",
+           "a2e_train.aug_stretch=0"]  # fmt: skip
+  cfg, ens_cfg = _cfg(*plain), _cfg(*plain, "model.a2e.members=2")
+  rng = np.random.default_rng(1)
+  t, w, f, e = 8, cfg.data.audio_window, cfg.data.n_mels, cfg.data.expression_dim
+  batch = {  # 2 windows for each of the 2 members
+    "audio": rng.normal(size=(4, t, w, f)).astype(np.float32),
+    "expression": rng.normal(size=(4, t, e)).astype(np.float32),
+  }
+  hp = loss_params(cfg.a2e_train)
+  basis = np.eye(e, dtype=np.float32)
+  tx = optax.sgd(1.0)
+
+  def one_step(c, params=None, rows=slice(None)):
+    model = a2e_model(c)
+    st = init_a2e_state(jax.random.key(0), jax.random.key(1), model=model, tx=tx, seq_len=t,
+                        audio_window=w, n_mels=f)  # fmt: skip
+    if params is not None:
+      st = st.replace(params=params, opt=tx.init(params))
+    part = {k: v[rows] for k, v in batch.items()}
+    new, metrics = a2e_train_step(st, part, jax.random.key(2), model=model, tx=tx, hp=hp,
+                                  basis_ek=basis)  # fmt: skip
+    return st.params, jax.tree.map(lambda x, y: np.asarray(x - y), new.params, st.params), metrics
+
+  before, grad_ens, m_ens = one_step(ens_cfg)
+  losses = []
+  for k in range(2):
+    _, grad, m = one_step(cfg, _slice(before["member"], k), slice(2 * k, 2 * k + 2))
+    losses.append(float(m["loss"]))
+    # atol on the scale of the whole gradient: some leaves (attention's key bias) have a true
+    # gradient of 0, and float noise of 1e-9 there
+    scale = max(np.abs(x).max() for x in jax.tree.leaves(grad))
+    for got, want in zip(jax.tree.leaves(_slice(grad_ens["member"], k)), jax.tree.leaves(grad)):
+      np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale)
+  np.testing.assert_allclose(float(m_ens["loss"]), np.mean(losses), rtol=1e-5)
+  assert abs(losses[0] - losses[1]) > 1e-4  # two different models, not one twice
+
+
+def test_trained_ensemble_predicts_the_mean_of_its_members(tmp_path):
+  ds = write_synthetic_dataset(tmp_path / "ds", n_clips=1, n_frames=64, size=64,
+                               expression_dim=16, n_points=18)  # fmt: skip
+  cfg = _cfg("model.a2e.members=2", "a2e_train.gain_cap=0")
+  train_a2e(cfg, ds, tmp_path / "w", show_progress=False)
+  state = infer.restore_a2e_state(cfg, tmp_path / "w")
+  assert {x.shape[0] for x in jax.tree.leaves(state.params)} == {2}
+  audio = np.asarray(open_data(ds).clip("clip000")["audio"][:40])
+  got = model_io.predict_a2e(cfg, state.params, state.data_stats, audio)
+  single = _cfg("a2e_train.gain_cap=0")
+  per = [
+    model_io.predict_a2e(single, _slice(state.params["member"], k), state.data_stats, audio)
+    for k in range(2)
+  ]
+  assert got.shape == (40, 16)
+  np.testing.assert_allclose(got, np.mean(per, axis=0), rtol=1e-4, atol=1e-5)

@@ -8,16 +8,24 @@
 
 The paper uses a pre-trained audio feature extractor [60]; here the per-frame encoder is learned
 from the log-mel windows with the rest, so nothing has to be downloaded.
+
+Audio2ExpressionEnsemble (model.a2e.members > 1): that many Audio2Expression models side by side,
+each with its own parameters (a leading members axis on every leaf), trained each on its own loss
+and averaged at inference. On a few tens of seconds of speech one a2e is noisy: its correlation
+with the real mouth moves by several hundredths from seed to seed, and the mean of a few is
+better than any one of them (docs/benchmarks.md, issue 15).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtalk.errors import ConfigError
 from jaxtalk.models.layers import (
   AudioWindowEncoder,
   Dtype,
@@ -79,10 +87,55 @@ class Audio2Expression(nn.Module):
     return nn.Dense(self.expression_dim, dtype=self.dtype, name="head")(x_btd).astype(jnp.float32)
 
 
+class Audio2ExpressionEnsemble(Audio2Expression):
+  """`members` Audio2Expression models of these settings, parameters stacked on a leading axis
+  (params['member'][...] of shape (members, ...)); 'params' and 'dropout' rngs split per member.
+
+  audio_btwf (B, T, W, F), the same for every member, or (members, B, T, W, F), one per member
+  (training augments each member's audio differently) -> the members' mean (B, T, E), or with
+  `per_member=True` each member's own prediction (members, B, T, E), what training needs to
+  give each member its own loss.
+  """
+
+  members: int = 3
+
+  @nn.compact
+  def __call__(
+    self, audio_btwf: jax.Array, *, train: bool = False, per_member: bool = False
+  ) -> jax.Array:
+    fields = {
+      f.name: getattr(self, f.name)
+      for f in dataclasses.fields(Audio2Expression)
+      if f.init and f.name not in ("parent", "name")
+    }
+    member = Audio2Expression(**fields, name="member")
+
+    def run(module: Audio2Expression, audio: jax.Array) -> jax.Array:
+      return module(audio, train=train)  # train by closure: lifted vmap drops keyword arguments
+
+    run_all = nn.vmap(
+      run,
+      variable_axes={"params": 0},
+      split_rngs={"params": True, "dropout": True},
+      in_axes=0 if audio_btwf.ndim == 5 else None,
+      out_axes=0,
+      axis_size=self.members,
+    )
+    out_kbte = run_all(member, audio_btwf)
+    return out_kbte if per_member else jnp.mean(out_kbte, axis=0)
+
+
 def a2e_from_config(cfg: Any, *, token_sharding: ShardingLike | None = None) -> Audio2Expression:
-  """audio2expression of a full config (reads cfg.model.a2e, data.expression_dim, model.dtype)."""
+  """audio2expression of a full config (reads cfg.model.a2e, data.expression_dim, model.dtype):
+  an Audio2ExpressionEnsemble when model.a2e.members > 1."""
   a = cfg.model.a2e
-  return Audio2Expression(
+  members = int(a.get("members", 1))
+  if members < 1:
+    raise ConfigError(f"model.a2e.members must be >= 1, got {members}")
+  cls = Audio2Expression if members == 1 else Audio2ExpressionEnsemble
+  extra = {} if members == 1 else {"members": members}
+  return cls(
+    **extra,
     expression_dim=cfg.data.expression_dim,
     dim=a.dim,
     depth=a.depth,

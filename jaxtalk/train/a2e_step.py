@@ -135,17 +135,36 @@ def a2e_train_step(
   axis_name: str | None = None,
 ) -> tuple[A2EState, dict[str, jax.Array]]:
   """One Adam update on `a2e_loss`, with augmentation and dropout keyed by `rng` (the runner
-  draws it from the state's key and step, so a resumed run draws the same)."""
+  draws it from the state's key and step, so a resumed run draws the same). An ensemble
+  (model.a2e.members > 1) updates every member on its own loss and its own augmentation; the
+  metrics are the members' means. Its batch holds members x a2e_train.batch_size windows, a
+  batch for each member (more diverse members: their mean is the better for it)."""
   if axis_name is not None:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   k_aug, k_drop = jax.random.split(rng)
-  audio = augment_audio(batch["audio"], k_aug, hp)
+  members = int(getattr(model, "members", 1))
+  if members > 1:
+    # K * B windows: member k trains on rows [k B, (k + 1) B), augmented its own way
+    batch = jax.tree.map(lambda x: x.reshape(members, -1, *x.shape[1:]), batch)
+    audio = jax.vmap(lambda a, k: augment_audio(a, k, hp))(
+      batch["audio"], jax.random.split(k_aug, members)
+    )  # (K, B, T, W, F)
+  else:
+    audio = augment_audio(batch["audio"], k_aug, hp)
   audio = normalise_audio(audio, state.data_stats, audio_norm)
   target = batch["expression"].astype(jnp.float32)
 
   def loss_fn(params):
-    pred = model.apply({"params": params}, audio, train=True, rngs={"dropout": k_drop})
-    return a2e_loss(pred, target, basis_ek, hp)
+    if members == 1:
+      pred = model.apply({"params": params}, audio, train=True, rngs={"dropout": k_drop})
+      return a2e_loss(pred, target, basis_ek, hp)
+    # An ensemble: the sum of the members' own losses, so each member's parameters get exactly
+    # the gradient of its own loss (independent training; the eval step scores their mean).
+    pred_kbte = model.apply(
+      {"params": params}, audio, train=True, per_member=True, rngs={"dropout": k_drop}
+    )
+    totals_k, aux = jax.vmap(lambda p, y: a2e_loss(p, y, basis_ek, hp))(pred_kbte, target)
+    return jnp.sum(totals_k), jax.tree.map(lambda v: jnp.mean(v, axis=0), aux)
 
   (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = _pmean(grads, axis_name)

@@ -35,7 +35,7 @@ from jaxtalk.data.dataset import DatasetError
 from jaxtalk.model_io import restore_a2e as restore_a2e_params  # noqa: F401  (re-exported)
 from jaxtalk.train import a2e_step
 from jaxtalk.train import state as state_lib
-from jaxtalk.train.a2e_calibrate import fit_calibration
+from jaxtalk.train.a2e_calibrate import fit_calibration, gain_mode
 from jaxtalk.train.checkpoint import Checkpoints, check_compatible
 from jaxtalk.train.observe import MetricsLog, progress, short
 from jaxtalk.train.parallel import Runner, fetch, maybe_initialize_distributed
@@ -77,6 +77,8 @@ def train_a2e(
   # -- mesh -------------------------------------------------------------------------------
   runner = Runner.create(cfg, parallel)
   runner.check_batch(a.batch_size, a.seq_len, "a2e_train")
+  gain_mode(cfg)
+  members = int(cfg.model.a2e.get("members", 1))  # each member its own a2e_train.batch_size
 
   # -- data -------------------------------------------------------------------------------
   ds = data_lib.open_data(data_dir)
@@ -86,7 +88,7 @@ def train_a2e(
   train_src = data_lib.WindowSource(ds, train_segs, a.seq_len, data_lib.A2E_KEYS)
   data_iter = iter(
     data_lib.train_dataset(
-      train_src, global_batch=a.batch_size, seed=cfg.seed, workers=t.workers,
+      train_src, global_batch=a.batch_size * members, seed=cfg.seed, workers=t.workers,
       process_index=jax.process_index(), process_count=jax.process_count(),
     )
   )  # fmt: skip
@@ -229,11 +231,16 @@ def train_a2e(
     # -- output calibration, on the checkpoint inference restores (the best, else the last)
     chosen = ckpt.restore_best(abstract)[0] if best is not None else runner.get_state(state)
     fitted = fit_calibration(
-      cfg, ds, chosen.params, chosen.data_stats, int(chosen.step), train_segs, val_segs
+      cfg, ds, chosen.params, chosen.data_stats, int(chosen.step), train_segs, val_segs, basis
     )
     if fitted is not None and primary:
       model_io.save_a2e_calibration(workdir, *fitted)
-      say(f"output gains of components 0-3: {' '.join(f'{g:.2f}' for g in fitted[0].gain_e[:4])}")
+      gains = fitted[0].gain_e
+      say(
+        f"output gain {gains[0]:.2f} (every component: the mouth's amplitude)"
+        if fitted[1]["gain_mode"] == "mouth"
+        else f"output gains of components 0-3: {' '.join(f'{g:.2f}' for g in gains[:4])}"
+      )
     ckpt.close()
   finally:
     bar.close()
