@@ -182,31 +182,3 @@ def check_page_in_chromium(page: pathlib.Path) -> dict:
 def chromium_check():
   """check_page_in_chromium, for tests (test modules do not import conftest)."""
   return check_page_in_chromium
-
-
-# Longest files first. `--dist loadfile` hands whole files to the two workers in collection order
-# (pyproject.toml turns off xdist's own reordering, which puts the files with the MOST tests
-# first and so left the slowest single-test files to start last, on one worker, at the end).
-# Seconds per file from `pytest --durations=60` (2-core CPU, 2026-11-26); only the order
-# matters, unlisted files follow in their usual order.
-SLOW_FILES = {
-  "test_infer.py": 450,
-  "test_stability_trained.py": 330,
-  "test_train_parallel.py": 330,
-  "test_train_losses.py": 170,
-  "test_fast_layers.py": 150,
-  "test_train.py": 130,
-  "test_eval_metrics.py": 120,
-  "test_quality.py": 100,
-  "test_multiprocess.py": 90,
-  "test_attention.py": 90,
-  "test_conv.py": 80,
-  "test_models.py": 80,
-  "test_models_sharding.py": 75,
-  "test_infer_seq.py": 75,
-  "test_a2e_train.py": 70,
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-  items.sort(key=lambda item: -SLOW_FILES.get(item.path.name, 0))  # stable: files stay whole

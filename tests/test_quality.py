@@ -13,8 +13,10 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from jaxtalk.checkpoints import Checkpoints
 from jaxtalk.commands.dataset import panel_scale, sample_row
 from jaxtalk.config import load_config
+from jaxtalk.errors import JaxtalkError
 from jaxtalk.face.crop import CropBox, image_size_for
 from jaxtalk.io.audio import read_audio
 from jaxtalk.io.video import read_frames, write_video
@@ -237,3 +239,17 @@ def test_bench_quality_end_to_end(grid_clip, tmp_path):
   again = run_quality(grid_clip, out, cfg, holdout=0.2, minutes=0.2, progress=False,
                       say=lambda _: None)  # fmt: skip
   assert again["renderer_steps"] == result["renderer_steps"]
+  # One Table V variant beside the finished full run: trained with its modules off at the same
+  # budget, on the full run's a2e, scored the same way.
+  with pytest.raises(JaxtalkError, match="unknown variant"):
+    run_quality(grid_clip, out, cfg, minutes=0.2, variants="baseline,no_such", progress=False,
+                say=lambda _: None)  # fmt: skip
+  run_quality(grid_clip, out, cfg, holdout=0.2, minutes=0.2, variants="baseline", progress=False,
+              say=lambda _: None)  # fmt: skip
+  rows = json.loads((out / "variants.json").read_text())
+  assert [r["variant"] for r in rows] == ["full", "baseline"]
+  assert rows[1]["renderer_steps"] >= 1 and 0 < rows[1]["crop_ssim"] < 1
+  saved = Checkpoints(out / "variants/baseline/renderer", 2, async_save=False).read_meta()["config"]
+  assert saved["model"]["renderer"]["dependency"] is False
+  assert saved["model"]["smoothing"]["kind"] == "none" and saved["train"]["erosion"] is False
+  assert "| baseline |" in (out / "variants.md").read_text()

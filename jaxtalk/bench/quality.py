@@ -1,7 +1,7 @@
 """The quality protocol on one person's clip: train on the first part, re-synthesise the held-out
 rest from its own audio, and score it against the real held-out frames.
 
-  jaxtalk bench quality VIDEO -o OUT [--holdout 0.2] [--minutes M] [--config C] [--variants]
+  jaxtalk bench quality VIDEO -o OUT [--holdout 0.2] [--minutes M] [--config C] [--variants [NAMES]]
 
 Stages (each skipped when done, recorded in OUT/quality_state.json, so an interrupted run
 resumes; a training stage that was cut off resumes from its last checkpoint with its whole
@@ -17,8 +17,9 @@ budget again):
   5. synthesise OUT/generated.mp4: the held-out audio over the held-out frames as background
   6. score      OUT/slice.png, OUT/frames.png (face crops, real | generated), OUT/quality.json
                 (jaxtalk.metrics.evaluate against OUT/real.mp4, plus the headline keys)
-`--variants` then trains the Table V variants (jaxtalk/ablate.py) for the same renderer budget,
-sharing the audio2expression model, and writes OUT/variants.md / .json.
+`--variants [NAMES]` then trains the Table V variants (jaxtalk/ablate.py; all, or a comma list
+such as `baseline`) for the same renderer budget each, sharing the audio2expression model, and
+writes OUT/variants.md / .json.
 
 Default config: `cpu` when JAX runs on the CPU, `grid` (paper scale) on an accelerator.
 """
@@ -30,7 +31,7 @@ import json
 import pathlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
@@ -97,7 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("-o", "--out", required=True, help="output folder (resumable)")
   parser.add_argument("--holdout", type=float, default=0.2, help="held-out fraction at the end")
   parser.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget")
-  parser.add_argument("--variants", action="store_true", help="also the Table V variants")
+  parser.add_argument(
+    "--variants", nargs="?", const="all", default=None, metavar="NAMES",
+    help="also the Table V variants: all, or a comma list (e.g. baseline,no_smoothing)",
+  )  # fmt: skip
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
   add_config_arguments(parser)
 
@@ -292,11 +296,14 @@ def default_config_name() -> str:
 
 
 def run_quality(video, out_dir, cfg, *, holdout: float = 0.2, minutes: float = 20.0,
-                variants: bool = False, progress: bool = True,
+                variants: bool | str | Sequence[str] = False, progress: bool = True,
                 say: Callable[[str], None] = print) -> dict:  # fmt: skip
-  """The whole protocol (see the module docstring); returns quality.json's content."""
+  """The whole protocol (see the module docstring); returns quality.json's content.
+  `variants`: True or "all" for every Table V variant, or their names (a list or a comma
+  string); "full" is the run itself."""
 
   video = pathlib.Path(video)
+  variant_names = chosen_variants(variants)
   if not video.is_file():
     raise JaxtalkError(f"{video}: no such video file")
   if not minutes > 0:
@@ -356,23 +363,37 @@ def run_quality(video, out_dir, cfg, *, holdout: float = 0.2, minutes: float = 2
   }  # fmt: skip
   (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
 
-  if variants:
+  if variant_names:
     result["variants"] = run_variants(cfg, out, dataset, model, real, seconds, state, result,
-                                      progress, say)  # fmt: skip
+                                      variant_names, progress, say)  # fmt: skip
     (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
   return result
 
 
+def chosen_variants(variants: bool | str | Sequence[str]) -> tuple[str, ...]:
+  """The Table V variants to train besides the full model, checked before any work."""
+  if variants is True or variants == "all":
+    return tuple(v for v in VARIANTS if v != "full")
+  if not variants:
+    return ()
+  names = variants.split(",") if isinstance(variants, str) else list(variants)
+  names = [n.strip() for n in names if n.strip()]
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown:
+    raise JaxtalkError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+  return tuple(dict.fromkeys(n for n in names if n != "full"))
+
+
 def run_variants(cfg, out: pathlib.Path, dataset: pathlib.Path, model: pathlib.Path,
-                 real: pathlib.Path, seconds: float, state: State, full: dict, progress: bool,
+                 real: pathlib.Path, seconds: float, state: State, full: dict,
+                 names: Sequence[str], progress: bool,
                  say: Callable[[str], None]) -> list[dict]:  # fmt: skip
-  """Table V variants at the full model's renderer budget, sharing its audio2expression."""
+  """Table V variants `names` at the full model's renderer budget, sharing its
+  audio2expression."""
 
   renderer_s = seconds * (1 - A2E_SHARE)
   rows = [{"variant": "full", **full}]
-  for name in VARIANTS:
-    if name == "full":
-      continue
+  for name in names:
     folder = out / "variants" / name
     vcfg = variant_config(cfg, name, None)
     train_models(vcfg, dataset, folder, renderer_s, state, f"{name}/", progress, say, a2e=False)
