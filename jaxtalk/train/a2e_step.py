@@ -138,7 +138,7 @@ def a2e_train_step(
   draws it from the state's key and step, so a resumed run draws the same). An ensemble
   (model.a2e.members > 1) updates every member on its own loss and its own augmentation; the
   metrics are the members' means. Its batch holds members x a2e_train.batch_size windows, a
-  batch for each member (more diverse members: their mean is the better for it)."""
+  batch for each member (members that see different windows differ more)."""
   if axis_name is not None:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   k_aug, k_drop = jax.random.split(rng)
