@@ -69,6 +69,13 @@ def _table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def check_variants(names: Sequence[str]) -> None:
+  """A clear error naming the choices when any of `names` is not a Table V variant."""
+  unknown = [v for v in names if v not in VARIANTS]
+  if unknown:
+    raise JaxtalkError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+
+
 def run_ablation(
   data: str | pathlib.Path,
   out_dir: str | pathlib.Path,
@@ -81,9 +88,7 @@ def run_ablation(
   say: Callable[[str], None] = print,
 ) -> list[dict]:
 
-  unknown = [v for v in variants if v not in VARIANTS]
-  if unknown:
-    raise JaxtalkError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+  check_variants(variants)
   ds = open_dataset(data)
   if video is None:
     sources = ds.manifest.get("sources", {})

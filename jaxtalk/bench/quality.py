@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from jaxtalk import infer, model_io
-from jaxtalk.ablate import VARIANTS, variant_config
+from jaxtalk.ablate import VARIANTS, check_variants, variant_config
 from jaxtalk.cli import add_config_arguments
 from jaxtalk.config import apply_overrides, load_config
 from jaxtalk.data.dataset import open_dataset
@@ -378,9 +378,7 @@ def chosen_variants(variants: bool | str | Sequence[str]) -> tuple[str, ...]:
     return ()
   names = variants.split(",") if isinstance(variants, str) else list(variants)
   names = [n.strip() for n in names if n.strip()]
-  unknown = [n for n in names if n not in VARIANTS]
-  if unknown:
-    raise JaxtalkError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+  check_variants(names)
   return tuple(dict.fromkeys(n for n in names if n != "full"))
 
 
