@@ -7,8 +7,11 @@ same inputs, alternating; also checks that both give the same numbers.
 The layers are the paper config's (configs/grid.py) at a `--size` crop, with `--frames` frames:
 encoder 7x7 6->64 (reflect-padded map), the two 4x4 stride-2 downsamplers, a bottleneck 3x3
 256->256 (reflect-padded map), the decoder's sub-pixel 2x2 convs and its 7x7 64->3 output conv,
-and the PatchGAN's first 4x4 stride-2 conv. Prints seconds (best of --repeats after a compiling
-call) and the speed-up of each part.
+and the PatchGAN's first 4x4 stride-2 conv; then VGG16's 3x3 convs at each width (zero padded),
+which jaxtalk runs as Winograd. The bottleneck row compares the two forms each side runs: XLA's
+SAME conv of the reflect-padded map cropped by one pixel (the fast form for XLA's own kernels)
+and jaxtalk's VALID conv of the same map (Winograd). Prints seconds (best of --repeats after a
+compiling call) and the speed-up of each part.
 """
 
 from __future__ import annotations
@@ -26,19 +29,27 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 def layers(size: int, base: int):
-  """(name, input map size, kernel, stride, C, F, padding) of the renderer with `base` channels
-  (64: the paper config; 8: tiny and cpu) and its PatchGAN's first conv."""
+  """(name, input map size, kernel, stride, C, F, XLA's padding, XLA's crop, jaxtalk's padding) of
+  the renderer with `base` channels (64: the paper config; 8: tiny and cpu), its PatchGAN's first
+  conv and VGG16's 3x3 convs."""
   q, e, b = size // 4, size // 2, base
-  return [
+  one = ((1, 1), (1, 1))
+  rows = [
     (f"encoder 7x7 6->{b}", size + 6, 7, 1, 6, b, "SAME"),
-    (f"encoder 4x4 s2 {b}->{2 * b}", size, 4, 2, b, 2 * b, ((1, 1), (1, 1))),
-    (f"encoder 4x4 s2 {2 * b}->{4 * b}", e, 4, 2, 2 * b, 4 * b, ((1, 1), (1, 1))),
-    (f"bottleneck 3x3 {4 * b}->{4 * b}", q + 2, 3, 1, 4 * b, 4 * b, "SAME"),
-    (f"decoder 2x2 {4 * b}->4x{2 * b}", q, 2, 1, 4 * b, 8 * b, ((1, 1), (1, 1))),
-    (f"decoder 2x2 {2 * b}->4x{b}", e, 2, 1, 2 * b, 4 * b, ((1, 1), (1, 1))),
+    (f"encoder 4x4 s2 {b}->{2 * b}", size, 4, 2, b, 2 * b, one),
+    (f"encoder 4x4 s2 {2 * b}->{4 * b}", e, 4, 2, 2 * b, 4 * b, one),
+    (f"decoder 2x2 {4 * b}->4x{2 * b}", q, 2, 1, 4 * b, 8 * b, one),
+    (f"decoder 2x2 {2 * b}->4x{b}", e, 2, 1, 2 * b, 4 * b, one),
     (f"decoder 7x7 {b}->3", size + 6, 7, 1, b, 3, "SAME"),
-    (f"PatchGAN 4x4 s2 3->{b}", size, 4, 2, 3, b, ((1, 1), (1, 1))),
+    (f"PatchGAN 4x4 s2 3->{b}", size, 4, 2, 3, b, one),
   ]
+  rows = [(*r, 0, r[-1]) for r in rows]
+  rows.insert(
+    3, (f"bottleneck 3x3 {4 * b}->{4 * b}", q + 2, 3, 1, 4 * b, 4 * b, "SAME", 1, "VALID")
+  )
+  for width, scale in ((64, 1), (128, 2), (256, 4), (512, 8)):
+    rows.append((f"VGG16 3x3 {width}->{width}", size // scale, 3, 1, width, width, one, 0, one))
+  return rows
 
 
 def main() -> int:
@@ -51,17 +62,18 @@ def main() -> int:
   print(
     f"# {jax.devices()[0].device_kind}, {args.frames} frames, crop {args.size}, base {args.base}"
   )
-  print("| layer | XLA fwd / dx / dw s | jaxtalk fwd / dx / dw s | dx, dw speed-up |")
+  print("| layer | XLA fwd / dx / dw s | jaxtalk fwd / dx / dw s | fwd, dx, dw speed-up |")
   print("|---|---|---|---|")
-  for name, h, k, s, c, f, pad in layers(args.size, args.base):
+  for name, h, k, s, c, f, pad, crop, pad_ours in layers(args.size, args.base):
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, (args.frames, h, h, c))
     w = jax.random.normal(kk, (k, k, c, f)) * 0.05
 
-    def xla(x, w, s=s, pad=pad):
-      return jax.lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=DN)
+    def xla(x, w, s=s, pad=pad, crop=crop):
+      y = jax.lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=DN)
+      return y[:, crop : y.shape[1] - crop, crop : y.shape[2] - crop]
 
-    def ours(x, w, s=s, pad=pad):
+    def ours(x, w, s=s, pad=pad_ours):
       return conv(x, w, (s, s), pad, dimension_numbers=DN)
 
     g = jax.random.normal(kg, xla(x, w).shape)
@@ -84,7 +96,7 @@ def main() -> int:
     a, b = row["xla"], row["ours"]
     print(
       f"| {name} | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} | {b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} |"
-      f" {a[1] / b[1]:.1f}x, {a[2] / b[2]:.1f}x |",
+      f" {a[0] / b[0]:.1f}x, {a[1] / b[1]:.1f}x, {a[2] / b[2]:.1f}x |",
       flush=True,
     )
   return 0

@@ -140,3 +140,61 @@ def test_weight_gradient_choice_follows_the_measurements():
   assert not C.own_weight_grad(8, 16, 4, 4, 2)
   # ... except for even stride-1 kernels, slow in XLA at every width (the UpConv's 2x2)
   assert C.own_weight_grad(16, 32, 2, 2, 1)
+
+
+def _numpy_conv(x, k, pads):
+  """The stride-1 conv (cross-correlation) of x zero-padded by `pads`, in float64."""
+  xp = np.pad(np.asarray(x, np.float64), ((0, 0), pads[0], pads[1], (0, 0)))
+  kh, kw = k.shape[:2]
+  ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+  y = np.zeros((x.shape[0], ho, wo, k.shape[-1]))
+  for a in range(kh):
+    for b in range(kw):
+      y += np.einsum(
+        "nyxc,cf->nyxf", xp[:, a : a + ho, b : b + wo], np.asarray(k[a, b], np.float64)
+      )
+  return y
+
+
+@pytest.mark.parametrize(
+  "h,w,c,f,pads",
+  [
+    (32, 32, 256, 256, ((1, 1), (1, 1))),  # VGG's shape class, maps a multiple of 4
+    (47, 42, 256, 384, ((0, 0), (0, 0))),  # VALID, output 45 x 40: the last tile row is cropped
+    (37, 45, 384, 256, ((1, 0), (2, 1))),  # uneven padding, odd map
+  ],
+)
+def test_winograd_3x3_matches_the_direct_convolution(h, w, c, f, pads):
+  xp_shape = (2, h + sum(pads[0]), w + sum(pads[1]), c)
+  assert C.winograd_applies(xp_shape, (3, 3, c, f), (1, 1), jnp.float32)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, h, w, c))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, c, f)) / np.sqrt(9 * c)
+  fn = jax.jit(lambda x, k: C.conv(x, k, (1, 1), pads, dimension_numbers=DN))
+  # the CPU runs it as Winograd: matrix products, no convolution left in the compiled program
+  assert "convolution(" not in fn.lower(x, k).compile().as_text()
+  ref = _numpy_conv(x, k, pads)
+  y = np.asarray(fn(x, k))
+  assert y.shape == ref.shape
+  # another summation order: float32 rounding of ~1e-5 of the output's scale
+  np.testing.assert_allclose(y / np.abs(ref).max(), ref / np.abs(ref).max(), atol=5e-5)
+  cot = jax.random.normal(jax.random.PRNGKey(2), ref.shape)
+  got = _grads(lambda x, k: C.conv(x, k, (1, 1), pads), x, k, cot)
+  want = _grads(lambda x, k: _lax(x, k, (1, 1), pads), x, k, cot)
+  for a, b in zip(got, want, strict=True):
+    scale = float(np.max(np.abs(np.asarray(b))))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=5e-5)
+
+
+def test_winograd_only_where_it_pays():
+  # narrow layers, other kernels, strides, bf16 and few tiles for the width keep XLA's convolution
+  wide = (8, 34, 34, 256)  # the bottleneck at 128²: 8 x 8 x 8 = 512 output tiles
+  assert C.winograd_applies(wide, (3, 3, 256, 256), (1, 1), jnp.float32)
+  assert not C.winograd_applies((8, 34, 34, 128), (3, 3, 128, 256), (1, 1), jnp.float32)
+  assert not C.winograd_applies(wide, (7, 7, 256, 256), (1, 1), jnp.float32)
+  assert not C.winograd_applies(wide, (3, 3, 256, 256), (2, 2), jnp.float32)
+  assert not C.winograd_applies(wide, (3, 3, 256, 256), (1, 1), jnp.bfloat16)
+  assert not C.winograd_applies((8, 18, 18, 512), (3, 3, 512, 512), (1, 1), jnp.float32)  # 128
+  x = jnp.ones((8, 32, 32, 256), jnp.bfloat16)
+  k = jnp.ones((3, 3, 256, 256), jnp.bfloat16)
+  fn = jax.jit(lambda x, k: C.conv(x, k, (1, 1), "SAME", dimension_numbers=DN))
+  assert "convolution(" in fn.lower(x, k).compile().as_text()

@@ -125,6 +125,12 @@ def test_convnormact_matches_reflect_pad_valid_conv(kernel, stride, reflect):
   _check(ConvNormAct(6, kernel, stride, reflect), OldConvNormAct(6, kernel, stride, reflect), x)
 
 
+def test_convnormact_wide_3x3_through_winograd_matches_old():
+  # the bottleneck's width: the reflect-padded VALID conv runs as Winograd (models/conv.py)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 256))
+  _check(ConvNormAct(256, 3, 1, True), OldConvNormAct(256, 3, 1, True), x, rtol=1e-4, atol=1e-4)
+
+
 def test_upconv_matches_conv_transpose_and_numpy():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 4))  # odd, non-square map
   old = nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)

@@ -25,8 +25,21 @@ fast, on the CPU only (other backends keep XLA's own gradients through `lax.plat
   cotangent with the flipped kernel, computed in the padded form (`_valid`); XLA's own is used
   for the odd-kernel, equal-padding ("SAME") case where it is already fast.
 
-The forward is always XLA's. Anything else (dilation, groups, other layouts or ranks, a stride
-that does not divide the kernel) goes to `lax.conv_general_dilated` unchanged.
+The forward is XLA's, except for wide 3x3 stride-1 float32 convs (the bottleneck's, VGG16's
+256-wide): on the CPU those run as Winograd F(4x4, 3x3) (`winograd_conv3x3`, Lavin & Gray
+2016, an algorithm cuDNN also uses for such layers): each 6x6 input tile and each
+kernel is moved by a fixed linear map into a domain where the convolution is 36 independent
+matrix products over channels, then mapped back to a 4x4 output tile: 2.25 multiplies per output
+instead of 9. Its custom VJP stays in that form: the input gradient is again a Winograd conv
+(of the cotangent with the flipped kernel), the weight gradient one matrix product per tile
+position. At the paper config's bottleneck (256 -> 256, 8 maps of 34x34) the forward is 1.3x
+XLA's and the weight gradient 2.8x the per-tap one below (`python scripts/conv_grad_bench.py`,
+docs/benchmarks.md). The same sums in another order: outputs differ from the direct convolution
+by float32 rounding (~1e-5 of the output's scale, tests/test_conv.py). Other backends keep
+their own convolution (`lax.platform_dependent`).
+
+Anything else (dilation, groups, other layouts or ranks, a stride that does not divide the
+kernel) goes to `lax.conv_general_dilated` unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -44,7 +58,40 @@ COLS_BYTES = 256 * 2**20
 # below this many channels on either side the weight gradient uses im2col (weight_grad_valid)
 MIN_CHANNELS_PER_TAP = 32
 
+# 3x3 stride-1 convs with at least this many channels on both sides run as Winograd on the CPU
+WINOGRAD_MIN_CHANNELS = 256
+
 Pads = tuple[tuple[int, int], tuple[int, int]]
+
+# Winograd F(4, 3) (interpolation points 0, 1, -1, 2, -2, inf; Lavin & Gray 2016): for a 6-tap
+# input tile d and a 3-tap kernel g, the 4 outputs of their correlation are
+# AT @ ((G @ g) * (BT @ d)).
+_BT = np.array(
+  [
+    [4, 0, -5, 0, 1, 0],
+    [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0],
+    [0, 2, -1, -2, 1, 0],
+    [0, 4, 0, -5, 0, 1],
+  ],
+  np.float64,
+)
+_G = np.array(
+  [
+    [1 / 4, 0, 0],
+    [-1 / 6, -1 / 6, -1 / 6],
+    [-1 / 6, 1 / 6, -1 / 6],
+    [1 / 24, 1 / 12, 1 / 6],
+    [1 / 24, -1 / 12, 1 / 6],
+    [0, 0, 1],
+  ],
+  np.float64,
+)
+_AT = np.array(
+  [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64
+)
+_TILE_OUT, _TILE_IN = _AT.shape
 
 
 def _lax_conv(x: jax.Array, k: jax.Array, strides: Sequence[int], pads) -> jax.Array:
@@ -109,6 +156,136 @@ def weight_grad_valid(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -
 
 def _pad(x_nhwc: jax.Array, pads: Pads) -> jax.Array:
   return jnp.pad(x_nhwc, ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+def winograd_applies(
+  xp_shape: Sequence[int], k_shape: Sequence[int], strides: Sequence[int], dtype
+) -> bool:
+  """Whether `conv` runs the VALID conv of a padded map of shape xp_shape (N, Hp, Wp, C) with a
+  kernel of k_shape (kh, kw, C, F) as Winograd on the CPU: 3x3, stride 1, float32 (the
+  transforms' 1/24 .. 8 coefficients cost bf16 too much precision), both sides >=
+  WINOGRAD_MIN_CHANNELS (VGG16's 64- and 128-wide layers ran 0.8-0.9x XLA's forward: the tile
+  transforms, linear in the channels, cost more than the multiplies saved) and
+  at least max(C, F) / 2 output tiles over the batch (fewer, the kernel transform, 36 C F values,
+  costs more: a 512->512 conv over 8 maps of 16x16, 128 tiles, took 1.6x XLA's forward +
+  backward). Measured per shape: docs/benchmarks.md, `python scripts/conv_grad_bench.py`."""
+  n, hp, wp, c = xp_shape
+  kh, kw, _, f = k_shape
+  tiles = n * -(-(hp - 2) // _TILE_OUT) * -(-(wp - 2) // _TILE_OUT)
+  return (
+    (kh, kw) == (3, 3)
+    and tuple(strides) == (1, 1)
+    and jnp.dtype(dtype) == jnp.float32
+    and min(c, f) >= WINOGRAD_MIN_CHANNELS
+    and tiles >= max(c, f) // 2
+  )
+
+
+def _combine(mat: np.ndarray, parts: Sequence[jax.Array]) -> list[jax.Array]:
+  """[sum_j mat[i, j] parts[j] for each row i], skipping zero coefficients: elementwise sums XLA
+  fuses into one pass (a dot with a 6-long contraction would not)."""
+  out = []
+  for row in mat:
+    terms = [(float(c), p) for c, p in zip(row, parts) if c != 0]
+    acc = None
+    for c, p in terms:
+      t = p if c == 1 else -p if c == -1 else p * jnp.asarray(c, p.dtype)
+      acc = t if acc is None else acc + t
+    out.append(acc)
+  return out
+
+
+def _input_tiles(xp_nhwc: jax.Array, th: int, tw: int) -> jax.Array:
+  """(36, N * th * tw, C): BT d B of every 6x6 tile d of xp, tiles every 4 pixels, position
+  p = 6 a_x + a_y. Tap j of every tile along an axis is the strided slice starting at j."""
+  m, a = _TILE_OUT, _TILE_IN
+  n, c = xp_nhwc.shape[0], xp_nhwc.shape[-1]
+  rows = _combine(_BT, [xp_nhwc[:, j : j + m * (th - 1) + 1 : m] for j in range(a)])
+  rows_ynhwc = jnp.stack(rows)  # (a_y, N, th, Wp, C)
+  cols = _combine(_BT, [rows_ynhwc[:, :, :, j : j + m * (tw - 1) + 1 : m] for j in range(a)])
+  return jnp.stack(cols).reshape(a * a, n * th * tw, c)
+
+
+def _output_tiles(prod_pnf: jax.Array, n: int, th: int, tw: int) -> jax.Array:
+  """(N, 4 th, 4 tw, F): AT m A of every transformed tile m (the inverse of _input_tiles' layout).
+  Output tiles do not overlap."""
+  m, a = _TILE_OUT, _TILE_IN
+  f = prod_pnf.shape[-1]
+  prod = prod_pnf.reshape(a, a, n, th, tw, f)
+  out_x = jnp.stack(_combine(_AT, list(prod)))  # (m_x, a_y, N, th, tw, F)
+  out_xy = jnp.stack(_combine(_AT, [out_x[:, j] for j in range(a)]), 1)  # (m_x, m_y, ...)
+  return out_xy.transpose(2, 3, 1, 4, 0, 5).reshape(n, th * m, tw * m, f)
+
+
+# kernel transform G g GT as one (36 positions x 9 taps) matrix: position (x, y), tap (i, j)
+_GG = np.einsum("yi,xj->xyij", _G, _G).reshape(_TILE_IN**2, 9)
+
+
+def _kernel_tiles(k_hwio: jax.Array) -> jax.Array:
+  """(36, C, F): G g GT per (C, F) kernel, as elementwise sums of its 9 taps (a 3-operand einsum
+  ran 60x slower on the CPU)."""
+  taps = [k_hwio[i, j] for i in range(3) for j in range(3)]
+  return jnp.stack(_combine(_GG, taps))
+
+
+def _tile_counts(hp: int, wp: int) -> tuple[int, int]:
+  return -(-(hp - 2) // _TILE_OUT), -(-(wp - 2) // _TILE_OUT)
+
+
+def _winograd_forward(xp_nhwc: jax.Array, k_hwio: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The VALID 3x3 conv of xp, and the transformed input tiles (kept for the weight gradient)."""
+  n, hp, wp, _ = xp_nhwc.shape
+  th, tw = _tile_counts(hp, wp)
+  m = _TILE_OUT
+  # zero rows/columns past the end complete the last tiles; their outputs are cropped
+  xt = jnp.pad(xp_nhwc, ((0, 0), (0, th * m + 2 - hp), (0, tw * m + 2 - wp), (0, 0)))
+  v_pnc = _input_tiles(xt, th, tw)
+  prod_pnf = jnp.einsum("pnc,pcf->pnf", v_pnc, _kernel_tiles(k_hwio))
+  y = _output_tiles(prod_pnf, n, th, tw)[:, : hp - 2, : wp - 2]
+  return y, v_pnc
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _winograd(x_nhwc: jax.Array, k_hwio: jax.Array, pads: Pads) -> jax.Array:
+  return _winograd_forward(_pad(x_nhwc, pads), k_hwio)[0]
+
+
+def _winograd_fwd(x_nhwc, k_hwio, pads):
+  y, v_pnc = _winograd_forward(_pad(x_nhwc, pads), k_hwio)
+  return y, (v_pnc, k_hwio, x_nhwc.shape)
+
+
+def _winograd_bwd(pads, res, g_nhwf):
+  """dx: the correlation of g zero-padded by (2 - pad) (a negative pad crops: only the pixels of
+  x itself, not of its padding) with the flipped, channel-swapped kernel, itself a Winograd VALID
+  conv, as fast as the forward (autodiff through the tile transforms would scatter-add
+  overlapping 6x6 tiles instead). dk: per tile position, the saved input tiles times the
+  cotangent moved into the tile domain (the transpose of the output transform: output tiles do
+  not overlap), then the transpose of the kernel transform."""
+  v_pnc, k_hwio, (n, h, w, _) = res
+  (lh, hh), (lw, hw) = pads
+  hp, wp = h + lh + hh, w + lw + hw
+  th, tw = _tile_counts(hp, wp)
+  m = _TILE_OUT
+  zero = jnp.zeros((), g_nhwf.dtype)
+  gp = lax.pad(g_nhwf, zero, ((0, 0, 0), (2 - lh, 2 - hh, 0), (2 - lw, 2 - hw, 0), (0, 0, 0)))
+  dx, _ = _winograd_forward(gp, jnp.flip(k_hwio, (0, 1)).transpose(0, 1, 3, 2))
+  g_full = jnp.pad(g_nhwf, ((0, 0), (0, th * m - (hp - 2)), (0, tw * m - (wp - 2)), (0, 0)))
+  prod = jax.ShapeDtypeStruct((*v_pnc.shape[:2], g_nhwf.shape[-1]), g_nhwf.dtype)
+  (dprod_pnf,) = jax.linear_transpose(lambda p: _output_tiles(p, n, th, tw), prod)(g_full)
+  du_pcf = jnp.einsum("pnc,pnf->pcf", v_pnc, dprod_pnf)
+  (dk,) = jax.linear_transpose(_kernel_tiles, k_hwio)(du_pcf)
+  return dx, dk
+
+
+_winograd.defvjp(_winograd_fwd, _winograd_bwd)
+
+
+def winograd_conv3x3(x_nhwc: jax.Array, k_hwio: jax.Array, pads: Pads) -> jax.Array:
+  """The 3x3 stride-1 conv of x (N, H, W, C) zero-padded by `pads` with k (3, 3, C, F), as
+  Winograd F(4x4, 3x3) (module docstring): input tiles of 6x6 every 4 pixels, BT d B per tile,
+  G g GT per kernel, 36 matrix products (tiles x C) @ (C x F), AT m A back to 4x4 outputs."""
+  return _winograd(x_nhwc, k_hwio.astype(x_nhwc.dtype), pads)
 
 
 def _input_grad_s1(g_nhwf: jax.Array, k_hwio: jax.Array, pads: Pads) -> jax.Array:
@@ -259,4 +436,13 @@ def conv(
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
   if any(p < 0 for pair in pads for p in pair):
     return plain()
+  n, h, w, c = lhs.shape
+  xp_shape = (n, h + sum(pads[0]), w + sum(pads[1]), c)
+  if winograd_applies(xp_shape, rhs.shape, strides, lhs.dtype):
+    return lax.platform_dependent(
+      lhs,
+      rhs,
+      cpu=lambda x, k: winograd_conv3x3(x, k, pads),
+      default=lambda x, k: _conv(x, k, strides, pads),
+    )
   return _conv(lhs, rhs, strides, pads)

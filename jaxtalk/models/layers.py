@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtalk.models.conv import conv
+from jaxtalk.models.conv import conv, winograd_applies
 
 Dtype = Any
 # A PartitionSpec (resolved against the mesh set with `jax.set_mesh`) or a full Sharding such as
@@ -93,7 +93,16 @@ class ConvNormAct(nn.Module):
       # kernel 4 stride 2 with 1 pixel each side halves H and W exactly (pix2pix convention).
       pad = (self.kernel - self.stride) // 2
       pads = ((pad, pad),) * 2
-    fast_reflect = self.reflect and self.stride == 1 and self.kernel % 2 == 1
+    # Winograd (models/conv.py) runs the VALID conv of the padded map directly; XLA's own CPU
+    # kernels want it in the SAME form (reflect_conv)
+    n, h, w, c = x_nhwc.shape
+    winograd = winograd_applies(
+      (n, h + 2 * pad, w + 2 * pad, c),
+      (self.kernel, self.kernel, c, self.features),
+      (self.stride,) * 2,
+      self.dtype,
+    )
+    fast_reflect = self.reflect and self.stride == 1 and self.kernel % 2 == 1 and not winograd
     if self.reflect and not fast_reflect:
       x_nhwc = reflect_pad(x_nhwc, pads[0][0])
       pads = "VALID"

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtalk.models.conv import conv
 from jaxtalk.models.layers import Dtype
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,7 +87,16 @@ class VGG19Features(nn.Module):
         x = max_pool_2x2(x)
         block = stage
       # torchvision pads by 1 with zeros; for a 3x3 stride-1 conv that is "SAME"
-      x = nn.relu(nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x))
+      x = nn.relu(
+        nn.Conv(
+          out_ch,
+          (3, 3),
+          padding=((1, 1), (1, 1)),
+          dtype=self.dtype,
+          name=name,
+          conv_general_dilated=conv,
+        )(x)
+      )
       if name.endswith("_1"):
         outputs.append(x.reshape(*lead, *x.shape[1:]))
     return outputs
@@ -131,7 +141,16 @@ class VGG16Features(nn.Module):
     for name, out_ch in VGG16_CONVS:
       if name.endswith("_1") and name != "conv1_1":
         x = max_pool_2x2(x)
-      x = nn.relu(nn.Conv(out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x))
+      x = nn.relu(
+        nn.Conv(
+          out_ch,
+          (3, 3),
+          padding=((1, 1), (1, 1)),
+          dtype=self.dtype,
+          name=name,
+          conv_general_dilated=conv,
+        )(x)
+      )
       if name in _VGG16_LAST_OF_STAGE:
         outputs.append(x.reshape(*lead, *x.shape[1:]))
     return outputs
