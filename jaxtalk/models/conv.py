@@ -222,36 +222,41 @@ _GG = np.einsum("yi,xj->xyij", _G, _G).reshape(_TILE_IN**2, 9)
 
 
 def _kernel_tiles(k_hwio: jax.Array) -> jax.Array:
-  """(36, C, F): G g GT per (C, F) kernel, as elementwise sums of its 9 taps (a 3-operand einsum
-  ran 60x slower on the CPU)."""
-  taps = [k_hwio[i, j] for i in range(3) for j in range(3)]
-  return jnp.stack(_combine(_GG, taps))
+  """(36, C, F): G g GT per (C, F) kernel, one product of the (36, 9) transform with the 9 taps
+  (4x faster than elementwise sums of the taps, 60x faster than a 3-operand einsum)."""
+  _, _, c, f = k_hwio.shape
+  gg = jnp.asarray(_GG, k_hwio.dtype)
+  return jnp.einsum("pt,tcf->pcf", gg, k_hwio.reshape(9, c, f), precision=lax.Precision.HIGHEST)
 
 
 def _tile_counts(hp: int, wp: int) -> tuple[int, int]:
   return -(-(hp - 2) // _TILE_OUT), -(-(wp - 2) // _TILE_OUT)
 
 
-def _winograd_forward(xp_nhwc: jax.Array, k_hwio: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The VALID 3x3 conv of xp, and the transformed input tiles (kept for the weight gradient)."""
+def _winograd_forward(
+  xp_nhwc: jax.Array, u_pcf: jax.Array, spec: str = "pnc,pcf->pnf"
+) -> tuple[jax.Array, jax.Array]:
+  """The VALID 3x3 conv of xp with the transformed kernel u (`_kernel_tiles`; `spec` contracts
+  the tiles with it: "pnf,pcf->pnc" convolves with the channel-swapped kernel without
+  transposing u), and the transformed input tiles (kept for the weight gradient)."""
   n, hp, wp, _ = xp_nhwc.shape
   th, tw = _tile_counts(hp, wp)
   m = _TILE_OUT
   # zero rows/columns past the end complete the last tiles; their outputs are cropped
   xt = jnp.pad(xp_nhwc, ((0, 0), (0, th * m + 2 - hp), (0, tw * m + 2 - wp), (0, 0)))
   v_pnc = _input_tiles(xt, th, tw)
-  prod_pnf = jnp.einsum("pnc,pcf->pnf", v_pnc, _kernel_tiles(k_hwio))
+  prod_pnf = jnp.einsum(spec, v_pnc, u_pcf)
   y = _output_tiles(prod_pnf, n, th, tw)[:, : hp - 2, : wp - 2]
   return y, v_pnc
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _winograd(x_nhwc: jax.Array, k_hwio: jax.Array, pads: Pads) -> jax.Array:
-  return _winograd_forward(_pad(x_nhwc, pads), k_hwio)[0]
+  return _winograd_forward(_pad(x_nhwc, pads), _kernel_tiles(k_hwio))[0]
 
 
 def _winograd_fwd(x_nhwc, k_hwio, pads):
-  y, v_pnc = _winograd_forward(_pad(x_nhwc, pads), k_hwio)
+  y, v_pnc = _winograd_forward(_pad(x_nhwc, pads), _kernel_tiles(k_hwio))
   return y, (v_pnc, k_hwio, x_nhwc.shape)
 
 
@@ -269,7 +274,9 @@ def _winograd_bwd(pads, res, g_nhwf):
   m = _TILE_OUT
   zero = jnp.zeros((), g_nhwf.dtype)
   gp = lax.pad(g_nhwf, zero, ((0, 0, 0), (2 - lh, 2 - hh, 0), (2 - lw, 2 - hw, 0), (0, 0, 0)))
-  dx, _ = _winograd_forward(gp, jnp.flip(k_hwio, (0, 1)).transpose(0, 1, 3, 2))
+  # the flipped kernel's transform, contracted over F: no (C, F) transpose of the kernel, which
+  # XLA CPU ran as 36 strided copies of 11 ms each at 256 channels
+  dx, _ = _winograd_forward(gp, _kernel_tiles(jnp.flip(k_hwio, (0, 1))), "pnf,pcf->pnc")
   g_full = jnp.pad(g_nhwf, ((0, 0), (0, th * m - (hp - 2)), (0, tw * m - (wp - 2)), (0, 0)))
   prod = jax.ShapeDtypeStruct((*v_pnc.shape[:2], g_nhwf.shape[-1]), g_nhwf.dtype)
   (dprod_pnf,) = jax.linear_transpose(lambda p: _output_tiles(p, n, th, tw), prod)(g_full)
