@@ -158,6 +158,11 @@ def _pad(x_nhwc: jax.Array, pads: Pads) -> jax.Array:
   return jnp.pad(x_nhwc, ((0, 0), pads[0], pads[1], (0, 0)))
 
 
+def _tile_counts(hp: int, wp: int) -> tuple[int, int]:
+  """Winograd output tiles (4x4) along H and W for the VALID 3x3 conv of an (Hp, Wp) map."""
+  return -(-(hp - 2) // _TILE_OUT), -(-(wp - 2) // _TILE_OUT)
+
+
 def winograd_applies(
   xp_shape: Sequence[int], k_shape: Sequence[int], strides: Sequence[int], dtype
 ) -> bool:
@@ -171,7 +176,8 @@ def winograd_applies(
   backward). Measured per shape: docs/benchmarks.md, `python scripts/conv_grad_bench.py`."""
   n, hp, wp, c = xp_shape
   kh, kw, _, f = k_shape
-  tiles = n * -(-(hp - 2) // _TILE_OUT) * -(-(wp - 2) // _TILE_OUT)
+  th, tw = _tile_counts(hp, wp)
+  tiles = n * th * tw
   return (
     (kh, kw) == (3, 3)
     and tuple(strides) == (1, 1)
@@ -227,10 +233,6 @@ def _kernel_tiles(k_hwio: jax.Array) -> jax.Array:
   _, _, c, f = k_hwio.shape
   gg = jnp.asarray(_GG, k_hwio.dtype)
   return jnp.einsum("pt,tcf->pcf", gg, k_hwio.reshape(9, c, f), precision=lax.Precision.HIGHEST)
-
-
-def _tile_counts(hp: int, wp: int) -> tuple[int, int]:
-  return -(-(hp - 2) // _TILE_OUT), -(-(wp - 2) // _TILE_OUT)
 
 
 def _winograd_forward(

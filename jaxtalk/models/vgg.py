@@ -64,6 +64,14 @@ def max_pool_2x2(x_nhwc: jax.Array) -> jax.Array:
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def _conv3x3(features: int, dtype: Dtype, name: str) -> nn.Conv:
+  """torchvision's 3x3 conv, padded by 1 with zeros (for a 3x3 stride-1 conv that is "SAME"),
+  through models/conv.py (Winograd on the CPU for the wide layers)."""
+  return nn.Conv(
+    features, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name=name, conv_general_dilated=conv
+  )
+
+
 class VGG19Features(nn.Module):
   """images (..., H, W, 3) in [-1, 1] -> list of 5 feature maps relu1_1 .. relu5_1.
 
@@ -86,17 +94,7 @@ class VGG19Features(nn.Module):
       if stage != block:  # torchvision's MaxPool2d(2, 2) between stages
         x = max_pool_2x2(x)
         block = stage
-      # torchvision pads by 1 with zeros; for a 3x3 stride-1 conv that is "SAME"
-      x = nn.relu(
-        nn.Conv(
-          out_ch,
-          (3, 3),
-          padding=((1, 1), (1, 1)),
-          dtype=self.dtype,
-          name=name,
-          conv_general_dilated=conv,
-        )(x)
-      )
+      x = nn.relu(_conv3x3(out_ch, self.dtype, name)(x))
       if name.endswith("_1"):
         outputs.append(x.reshape(*lead, *x.shape[1:]))
     return outputs
@@ -141,16 +139,7 @@ class VGG16Features(nn.Module):
     for name, out_ch in VGG16_CONVS:
       if name.endswith("_1") and name != "conv1_1":
         x = max_pool_2x2(x)
-      x = nn.relu(
-        nn.Conv(
-          out_ch,
-          (3, 3),
-          padding=((1, 1), (1, 1)),
-          dtype=self.dtype,
-          name=name,
-          conv_general_dilated=conv,
-        )(x)
-      )
+      x = nn.relu(_conv3x3(out_ch, self.dtype, name)(x))
       if name in _VGG16_LAST_OF_STAGE:
         outputs.append(x.reshape(*lead, *x.shape[1:]))
     return outputs
