@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from jaxtalk import caches
 from jaxtalk.errors import JaxtalkError
 
 # name -> (module, one-line help). Keep sorted by the pipeline's order.
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
   name = argv[0]
   if name not in COMMANDS:
     parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
+  try:
+    # before the command imports JAX, which reads the cache's variables when it is imported
+    caches.enable()
+  except JaxtalkError as e:
+    print(f"jaxtalk {name}: error: {e}", file=sys.stderr)
+    return e.exit_code
   module = importlib.import_module(COMMANDS[name][0])
   sub = argparse.ArgumentParser(prog=f"jaxtalk {name}", description=COMMANDS[name][1])
   module.add_arguments(sub)

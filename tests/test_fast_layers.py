@@ -90,8 +90,8 @@ def _same_tree(a, b) -> None:
 
 def _check(new, old, x, rtol=2e-5, atol=2e-5):
   """Same init (same key, same tree), same outputs, same gradients w.r.t. params and input."""
-  v_new = new.init(jax.random.PRNGKey(3), x)
-  v_old = old.init(jax.random.PRNGKey(3), x)
+  v_new = jax.jit(new.init)(jax.random.PRNGKey(3), x)
+  v_old = jax.jit(old.init)(jax.random.PRNGKey(3), x)
   _same_tree(v_new, v_old)
   for a, b in zip(jax.tree.leaves(v_new), jax.tree.leaves(v_old), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # same initialiser

@@ -5,6 +5,8 @@ renderer on a real clip) are in test_stability_trained.py."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,18 +176,22 @@ def test_adaptive_smoothing_starts_as_the_symmetric_gaussian(seed):
   rng = np.random.default_rng(seed)
   expr = rng.normal(size=(2, 9, tiny.data.expression_dim)).astype(np.float32) * 2
   shapes = rng.normal(size=(2, 9, 4, 4, 3)).astype(np.float32)
-  variables = model.init(jax.random.PRNGKey(seed), expr, shapes)
+  # jitted: op by op, the first seed took 20 s
+  init = jax.jit(model.init)
+  variables = init(jax.random.PRNGKey(seed), expr, shapes)
   for train in (False, True):
-    w = model.apply(variables, expr, shapes, train=train, mutable=["batch_stats"])[0][1]
+    apply = jax.jit(functools.partial(model.apply, train=train, mutable=["batch_stats"]))
+    w = apply(variables, expr, shapes)[0][1]
     w = np.asarray(w)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)  # normalised
     np.testing.assert_allclose(w, w[..., ::-1], atol=1e-6)  # symmetric
     ref = gaussian_weights(5, tiny.model.smoothing.gaussian_sigma)
     np.testing.assert_allclose(w, np.broadcast_to(ref, w.shape), atol=1e-6)  # for every frame
   # whatever the seed: the same kernel
-  other = model.init(jax.random.PRNGKey(seed + 100), expr, shapes)
-  w2 = model.apply(other, expr, shapes)[1]
-  np.testing.assert_allclose(w2, model.apply(variables, expr, shapes)[1], atol=1e-7)
+  other = init(jax.random.PRNGKey(seed + 100), expr, shapes)
+  apply = jax.jit(model.apply)
+  w2, w1 = apply(other, expr, shapes)[1], apply(variables, expr, shapes)[1]
+  np.testing.assert_allclose(w2, w1, atol=1e-7)
 
 
 def test_params_of_the_adaptive_smoother_keep_their_tree():

@@ -16,6 +16,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
+from jaxtalk.caches import cache_root
 from jaxtalk.errors import NoFaceError
 from jaxtalk.face.landmarks import get_backend
 from jaxtalk.face.track import Track, track_faces
@@ -25,10 +26,7 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> pathlib.Path:
-  root = os.environ.get("JAXTALK_CACHE") or os.path.join(
-    os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "jaxtalk"
-  )
-  return pathlib.Path(root) / "landmarks"
+  return cache_root() / "landmarks"
 
 
 def file_digest(path: str | os.PathLike) -> str:
