@@ -182,36 +182,3 @@ def check_page_in_chromium(page: pathlib.Path) -> dict:
 def chromium_check():
   """check_page_in_chromium, for tests (test modules do not import conftest)."""
   return check_page_in_chromium
-
-
-# The longest test files first (seconds in a CI run's profile, 2026-11-26): `-n 2 --dist loadfile`
-# hands whole files to the two workers in collection order, and pytest-xdist's default order
-# (most tests first) left a 2-4 minute single-test file (test_train_parallel) running alone at
-# the end. Longest-first leaves only short files for the end. Files not listed keep their order.
-LONGEST_FIRST = (
-  "test_infer.py",  # ~590 s: the demo and the ablation on a real clip
-  "test_train_parallel.py",  # ~235 s, one test
-  "test_conv.py",
-  "test_stability_trained.py",
-  "test_eval_metrics.py",
-  "test_a2e_train.py",
-  "test_train_losses.py",
-  "test_models.py",
-  "test_attention.py",
-  "test_fast_layers.py",
-  "test_preprocess.py",
-  "test_quality.py",
-  "test_train.py",
-  "test_lpips.py",
-  "test_multiprocess.py",
-)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-  if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
-    config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order inside a file
