@@ -9,6 +9,8 @@ then jaxtalk (then the --baseline checkout, if given), each in a fresh process: 
 Each process reports its best of a few timed calls after a warm-up (compile excluded); the
 summary gives, over the rounds, the median and the minimum of those, and jaxtalk's speed as
 PyTorch time / jaxtalk time (> 1: jaxtalk faster). B=1, T=8, float32, 2 threads for PyTorch.
+The train step's perceptual network is the reference's VGG19 (to relu5_1) on both sides unless
+--perceptual vgg16 times jaxtalk's default network instead (not the same FLOPs).
 
 This script never imports torch: PyTorch lives in its own virtual environment (see
 ../shared/bench/README.md) and is run as a subprocess. The last line is one JSON object.
@@ -68,6 +70,8 @@ def jaxtalk_times(args: argparse.Namespace, size: int, root: Path | None) -> dic
   if args.train:
     cmd = py + ["bench", "train", "--sizes", str(size), "--frames", str(args.frames)]
     cmd += ["--batch", "1", "--steps", "2", "--vgg", "--no-pipeline"]
+    if args.perceptual == "vgg19":  # the reference's network (random weights: same cost)
+      cmd += ["--set", "train.vgg_weights=random"]
     text = _run(cmd, env, cwd)
     m = re.search(
       rf"^\s*{size}\s+1\s+{args.frames}\s+\d\s+yes\s+[\d,]+\s+[\d,]+\s+[\d.]+\s+([\d.]+)",
@@ -89,6 +93,13 @@ def main() -> int:
   ap.add_argument("--frames", type=int, default=8)
   ap.add_argument("--threads", type=int, default=2)
   ap.add_argument("--train", action="store_true", help="also the train step (stage 1, VGG)")
+  ap.add_argument(
+    "--perceptual",
+    choices=("vgg19", "vgg16"),
+    default="vgg19",
+    help="jaxtalk's perceptual network in the train step: vgg19 to relu5_1, the reference's "
+    "(the same layers and FLOPs), or vgg16, jaxtalk's default (LPIPS weights, ~10%% fewer FLOPs)",
+  )
   ap.add_argument("--baseline", type=Path, default=None, help="older jaxtalk checkout to time too")
   args = ap.parse_args()
   sizes = [int(s) for s in args.sizes.split(",") if s]
