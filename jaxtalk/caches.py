@@ -3,9 +3,9 @@
 XLA programs in `xla/`.
 
 Every `jaxtalk demo`, `train`, `infer` or `eval` compiles the same programs again for the same
-config: on this 2-core CPU that is most of a small job (the tiny demo: 90 s, of which the
-renderer's train steps compile for ~40 s). With the cache a second run loads them instead (the
-tiny demo: 36 s, docs/benchmarks.md). The key is JAX's own: the program, its compile options,
+config: on a 2-core CPU that is a large part of a small job. With the cache a second run loads
+them instead: `jaxtalk demo` 4:03 -> 1:58, its renderer training 122 -> 56 s
+(docs/benchmarks.md, "Issue 12"). The key is JAX's own: the program, its compile options,
 the devices and the jax / XLA versions, so a changed config or an upgrade misses the cache and
 compiles; a cached program is the compiled program itself, and outputs are bit-identical with
 and without it (tests/test_caches.py).
@@ -18,6 +18,9 @@ and without it (tests/test_caches.py).
                  entry
     precedence   a JAX_COMPILATION_CACHE_DIR (or any other JAX_ cache variable) already in the
                  environment is left as it is
+
+`jaxtalk bench` commands that print a compile time print the cache's load time on a second run:
+JAXTALK_XLA_CACHE=off for cold figures.
 
 Only the CLI turns it on (library users choose for themselves; JAX's own switch is
 `jax.config.update("jax_compilation_cache_dir", ...)`). It works through JAX's environment

@@ -117,7 +117,7 @@ def perceptual(
   p, t, wm = perceptual_view(pred_bthwc, target_bthwc, weight, region, size)
   # two calls, not one on [p; t]: the backward then runs through the prediction's N images
   # only (one batched call ran it through all 2N, the target's with a zero cotangent: half of
-  # the VGG backward, ~0.7 s of the paper config's 128² step on the CPU, was wasted)
+  # the VGG backward, 0.5-1.2 s of the paper config's 9-10 s step at 128² on the CPU, was wasted)
   feats_p = features_fn(p)
   feats_t = features_fn(jax.lax.stop_gradient(t))
   if len(feats_p) != len(layer_weights):
