@@ -8,7 +8,7 @@ gradient convolves a zero-dilated map; XLA runs both in its generic convolution:
 gradients of the paper config's layers at 128² take 4-200x their forward, the strided input
 gradients 2x (`python scripts/conv_grad_bench.py`, docs/benchmarks.md, issue 10). PyTorch's
 oneDNN has dedicated backward kernels; here the backward is re-expressed in the forms XLA runs
-fast, on the CPU only (other backends keep XLA's own gradients through `lax.platform_dependent`):
+fast, on the CPU only (other backends keep XLA's own gradients; `on_cpu`):
 
 - weight gradient of a stride-1 conv over the padded input xp (N, Hp, Wp, C): with every image
   flattened to rows (row = y * Wp + x) and the output cotangent g zero-padded to (N, Hp, Wp, F),
@@ -36,7 +36,7 @@ position. At the paper config's bottleneck (256 -> 256, 8 maps of 34x34) the for
 XLA's and the weight gradient 2.8x the per-tap one below (`python scripts/conv_grad_bench.py`,
 docs/benchmarks.md). The same sums in another order: outputs differ from the direct convolution
 by float32 rounding (~1e-5 of the output's scale, tests/test_conv.py). Other backends keep
-their own convolution (`lax.platform_dependent`).
+their own convolution (`on_cpu`).
 
 Anything else (dilation, groups, other layouts or ranks, a stride that does not divide the
 kernel) goes to `lax.conv_general_dilated` unchanged.
@@ -92,6 +92,16 @@ _AT = np.array(
   [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64
 )
 _TILE_OUT, _TILE_IN = _AT.shape
+
+
+def on_cpu() -> bool:
+  """Whether the CPU forms apply: decided when the program is traced, by JAX's default backend
+  (as attention.make_attention_fn picks its kernel). `lax.platform_dependent` would defer the
+  choice to lowering, but it traces both forms of every conv and leaves XLA a conditional per
+  conv to fold: the tiny config's train step compiled in ~19.5 s that way against ~15 s
+  (2-core CPU, 2026-11-26). Lowering for another platform than the default one (jax.export)
+  therefore keeps the default backend's forms."""
+  return jax.default_backend() == "cpu"
 
 
 def _lax_conv(x: jax.Array, k: jax.Array, strides: Sequence[int], pads) -> jax.Array:
@@ -384,9 +394,7 @@ def _conv_bwd(strides, pads, res, g):
     _, vjp = jax.vjp(lambda x, k: _lax_conv(x, k, strides, pads), x, k)
     return vjp(g)
 
-  dx, dk = lax.platform_dependent(
-    x, k, g, cpu=lambda x, k, g: _cpu_grads(x, k, strides, pads, g), default=xla
-  )
+  dx, dk = _cpu_grads(x, k, strides, pads, g) if on_cpu() else xla(x, k, g)
   return dx.astype(x.dtype), dk.astype(k.dtype)
 
 
@@ -447,11 +455,6 @@ def conv(
     return plain()
   n, h, w, c = lhs.shape
   xp_shape = (n, h + sum(pads[0]), w + sum(pads[1]), c)
-  if winograd_applies(xp_shape, rhs.shape, strides, lhs.dtype):
-    return lax.platform_dependent(
-      lhs,
-      rhs,
-      cpu=lambda x, k: winograd_conv3x3(x, k, pads),
-      default=lambda x, k: _conv(x, k, strides, pads),
-    )
+  if on_cpu() and winograd_applies(xp_shape, rhs.shape, strides, lhs.dtype):
+    return winograd_conv3x3(lhs, rhs, pads)
   return _conv(lhs, rhs, strides, pads)
