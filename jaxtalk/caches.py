@@ -4,7 +4,7 @@ XLA programs in `xla/`.
 
 Every `jaxtalk demo`, `train`, `infer` or `eval` compiles the same programs again for the same
 config: on a 2-core CPU that is a large part of a small job. With the cache a second run loads
-them instead: `jaxtalk demo` 4:03 -> 1:58, its renderer training 122 -> 56 s
+them instead: `jaxtalk demo` 3:03 -> 1:39, its renderer training 94 -> 47 s
 (docs/benchmarks.md, "Issue 12"). The key is JAX's own: the program, its compile options,
 the devices and the jax / XLA versions, so a changed config or an upgrade misses the cache and
 compiles; a cached program is the compiled program itself, and outputs are bit-identical with
