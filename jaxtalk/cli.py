@@ -76,15 +76,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     # before the command imports JAX, which reads the cache's variables when it is imported
     caches.enable()
-  except JaxtalkError as e:
-    print(f"jaxtalk {name}: error: {e}", file=sys.stderr)
-    return e.exit_code
-  module = importlib.import_module(COMMANDS[name][0])
-  sub = argparse.ArgumentParser(prog=f"jaxtalk {name}", description=COMMANDS[name][1])
-  module.add_arguments(sub)
-  args = sub.parse_args(argv[1:])
-  try:
-    return int(module.run(args) or 0)
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"jaxtalk {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    return int(module.run(sub.parse_args(argv[1:])) or 0)
   except JaxtalkError as e:
     print(f"jaxtalk {name}: error: {e}", file=sys.stderr)
     return e.exit_code

@@ -5,6 +5,7 @@ ablation all go through it; it imports nothing from jaxtalk.train.
     renderer_models(cfg) / a2e_model(cfg)      the Linen modules of a config
     RendererState / A2EState                   what a checkpoint's `state` item holds
     init_renderer_state / init_a2e_state       fresh states (also the restore templates)
+    renderer_init_fn / a2e_init_fn             the same, bound to a config's models and shapes
     generator_tx / discriminator_tx / a2e_tx   the optimisers (their states are checkpointed)
     restore_renderer / restore_a2e             a workdir's checkpoint -> single-device state
     config_json / check_compatible             what a checkpoint records of its config
@@ -38,6 +39,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -319,24 +321,35 @@ def _single_device_abstract(init_fn: Any, cfg: Any) -> PyTree:
   )
 
 
-def renderer_template(cfg: Any) -> PyTree:
-  """The abstract single-device renderer state of a config (shapes, dtypes; no arrays)."""
-  init_fn = functools.partial(
+def renderer_init_fn(cfg: Any) -> Callable[..., RendererState]:
+  """init_renderer_state for a config's single-device models and shapes:
+  (init_key, run_key[, data_stats]) -> state. Jit it to create a state (op by op, the tiny
+  renderer's init alone takes ~28 s on a 2-core CPU)."""
+  return functools.partial(
     init_renderer_state, models=renderer_models(cfg), g_tx=generator_tx(cfg),
     d_tx=discriminator_tx(cfg), seq_len=cfg.train.seq_len, image_size=cfg.data.image_size,
     expression_dim=cfg.data.expression_dim, audio_window=cfg.data.audio_window,
     n_mels=cfg.data.n_mels,
   )  # fmt: skip
-  return _single_device_abstract(init_fn, cfg)
+
+
+def a2e_init_fn(cfg: Any) -> Callable[..., A2EState]:
+  """init_a2e_state for a config's single-device model: (init_key, run_key[, data_stats]) ->
+  state."""
+  return functools.partial(
+    init_a2e_state, model=a2e_model(cfg), tx=a2e_tx(cfg), seq_len=cfg.a2e_train.seq_len,
+    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
+  )  # fmt: skip
+
+
+def renderer_template(cfg: Any) -> PyTree:
+  """The abstract single-device renderer state of a config (shapes, dtypes; no arrays)."""
+  return _single_device_abstract(renderer_init_fn(cfg), cfg)
 
 
 def a2e_template(cfg: Any) -> PyTree:
   """The abstract single-device audio2expression state of a config."""
-  init_fn = functools.partial(
-    init_a2e_state, model=a2e_model(cfg), tx=a2e_tx(cfg), seq_len=cfg.a2e_train.seq_len,
-    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
-  )  # fmt: skip
-  return _single_device_abstract(init_fn, cfg)
+  return _single_device_abstract(a2e_init_fn(cfg), cfg)
 
 
 def _restore(template: PyTree, cfg: Any, workdir: str | pathlib.Path, best: bool, step: int | None):

@@ -4,7 +4,6 @@ the smoothing's own learning rate on the jit and pmap paths (synthetic data)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 
@@ -12,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtalk import infer
+from jaxtalk import infer, model_io
 from jaxtalk.cli import main as cli_main
 from jaxtalk.config import load_config
 from jaxtalk.data.dataset import open_dataset
@@ -129,16 +128,9 @@ def test_smoothing_has_its_own_learning_rate(parallel, tmp_path):
   ])  # fmt: skip
   train_renderer(cfg, data, tmp_path / "w", show_progress=False, parallel=parallel)
   after = restore_renderer_params(cfg, tmp_path / "w")
-  models = state_lib.renderer_models(cfg)
-  init = functools.partial(
-    state_lib.init_renderer_state, models=models, g_tx=state_lib.generator_tx(cfg),
-    d_tx=state_lib.discriminator_tx(cfg), seq_len=cfg.train.seq_len,
-    image_size=cfg.data.image_size, expression_dim=cfg.data.expression_dim,
-    audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
-  )  # fmt: skip
   # jitted as the runner does (eagerly, op by op, the init took 28 s)
   stats = state_lib.default_data_stats(cfg.data.n_mels)
-  before = jax.jit(init)(*state_lib.make_keys(cfg.seed), stats)
+  before = jax.jit(model_io.renderer_init_fn(cfg))(*state_lib.make_keys(cfg.seed), stats)
 
   def max_step(part: str) -> float:
     deltas = jax.tree.map(

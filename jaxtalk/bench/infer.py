@@ -31,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _models(video: str, config: str, overrides: list[str]):
-  import functools
-
   import jax
   import numpy as np
 
@@ -51,18 +49,8 @@ def _models(video: str, config: str, overrides: list[str]):
   face_model = learn_face_model([lms], size, cfg.data.expression_dim)
   init_key, run_key = state_lib.make_keys(cfg.seed)
   stats = state_lib.default_data_stats(cfg.data.n_mels)
-  rm = state_lib.renderer_models(cfg)
-  # jitted: op by op, the tiny renderer's init alone took 28 s
-  r_state = jax.jit(functools.partial(
-    state_lib.init_renderer_state, models=rm, g_tx=state_lib.generator_tx(cfg),
-    d_tx=state_lib.discriminator_tx(cfg), seq_len=cfg.train.seq_len, image_size=size,
-    expression_dim=cfg.data.expression_dim, audio_window=cfg.data.audio_window,
-    n_mels=cfg.data.n_mels,
-  ))(init_key, run_key, stats)  # fmt: skip
-  a_state = jax.jit(functools.partial(
-    state_lib.init_a2e_state, model=state_lib.a2e_model(cfg), tx=state_lib.a2e_tx(cfg),
-    seq_len=cfg.a2e_train.seq_len, audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
-  ))(init_key, run_key, stats)  # fmt: skip
+  r_state = jax.jit(state_lib.renderer_init_fn(cfg))(init_key, run_key, stats)
+  a_state = jax.jit(state_lib.a2e_init_fn(cfg))(init_key, run_key, stats)
   jax.block_until_ready((r_state, a_state))
   del np
   # untrained weights: the stage a run of this config would reach (smoothing included in the cost)
