@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.expression_dim = 53
   # The crop side as a multiple of the tracked face box side (one box per clip).
   c.data.crop_scale = 1.8
+  # ... moved down by this fraction of the crop side (room for the open jaw in a tight crop)
+  c.data.crop_shift = 0.0
   # no face in a frame: "drop" the frame range and report it, or "fail" past the threshold.
   c.data.no_face = "drop"
   c.data.max_missing_fraction = 0.2
@@ -118,7 +120,8 @@ def get_config() -> ml_collections.ConfigDict:
   # -- added by issue 15 (audio2expression that articulates; docs/benchmarks.md) --
   c.model.a2e.deltas = True  # the encoder also sees the log-mel's time differences
   c.model.a2e.dropout = 0.1  # on the frame tokens while training
-  # that many a2e models, trained side by side each on its own loss, averaged at inference
+  # that many a2e models, trained side by side each on its own loss and kept each at its own
+  # best validation step, averaged at inference
   c.model.a2e.members = 1
 
   # Training (jaxtalk/train).

@@ -246,6 +246,9 @@ class Checkpoints:
 # decides which frames trained the model, not its shapes or inputs (a model trained by the demo
 # with data.holdout=0.2 runs under the plain config).
 NOT_COMPARED = {"data": ("holdout",)}
+# Keys added to a section after checkpoints were made with it, with the value that means "as
+# before": a saved config without the key compares as if it had this value.
+ADDED_LATER = {"data": {"crop_shift": 0.0}}
 
 
 def check_compatible(saved_config: dict, config: dict, sections=("model", "data")) -> None:
@@ -253,6 +256,8 @@ def check_compatible(saved_config: dict, config: dict, sections=("model", "data"
   must match (train.* may change between runs, e.g. more steps; NOT_COMPARED keys may too)."""
   for sec in sections:
     a, b = saved_config.get(sec), config.get(sec)
+    if isinstance(a, dict) and isinstance(b, dict):
+      a, b = ({**ADDED_LATER.get(sec, {}), **x} for x in (a, b))
     skip = NOT_COMPARED.get(sec, ())
     if isinstance(a, dict) and isinstance(b, dict) and skip:
       a = {k: v for k, v in a.items() if k not in skip}

@@ -240,7 +240,9 @@ def prepare_background(
   frames = read_frames(video, cfg.data.fps)
   n = min(len(frames), track.num_frames)
   frames, found = frames[:n], track.found_t[:n]
-  box = stable_crop_box(track.boxes_t4[:n], found, cfg.data.crop_scale)
+  box = stable_crop_box(
+    track.boxes_t4[:n], found, cfg.data.crop_scale, cfg.data.get("crop_shift", 0.0)
+  )
   landmarks = _fill_missing(to_crop_coords(track.landmarks_tn2[:n], box, size), found)
   fit = fit_frames(models.face_model, landmarks, size)
   flt = TrackFilter.from_config(cfg)

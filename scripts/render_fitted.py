@@ -1,7 +1,7 @@
 """How much of the mouth motion it is given does the renderer draw? (issues 9, 13)
 
     python scripts/render_fitted.py RUN [--config cpu] [--expressions fitted|a2e]
-                                    [--no-smoothing] [-o NAME]
+                                    [--no-smoothing] [-o NAME] [--set KEY=VALUE]
 
 RUN is a `jaxtalk bench quality ... -o RUN` folder. The held-out part (RUN/real.mp4) is
 re-synthesised as the bench does, but from the expressions fitted to the real held-out frames
@@ -36,9 +36,11 @@ def main() -> int:
   ap.add_argument("--expressions", choices=("fitted", "a2e"), default="fitted")
   ap.add_argument("--no-smoothing", action="store_true")
   ap.add_argument("-o", "--name", default=None)
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="the run's config overrides, e.g. --set data.crop_scale=1.5")  # fmt: skip
   args = ap.parse_args()
   name = args.name or f"{args.expressions}{'_nosmooth' if args.no_smoothing else ''}"
-  cfg = load_config(args.config)
+  cfg = load_config(args.config, args.set)
   ds = open_data(str(args.run / "dataset"))
   (clip,) = ds.clip_names
   fitted = np.asarray(ds.clip(clip)["expression"][ds.train_frames(clip) :], np.float32)

@@ -4,6 +4,7 @@ a generated video (mouth-box Laplacian variance and CPBD, pasted / original).
 
     python scripts/sharpness_ceiling.py VIDEO [--config cpu] [--holdout 0.2] [--every 5]
                                         [--sizes 64 128 192 256]
+                                        [--set data.crop_scale=1.4]
 
 The face box (data.crop_scale x the median face box) and the mouth box come from the video's
 own landmarks, as in `jaxtalk eval`; frames are the last `--holdout` of the clip (every
@@ -38,12 +39,16 @@ def main() -> int:
   ap.add_argument("--holdout", type=float, default=0.2)
   ap.add_argument("--every", type=int, default=5)
   ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 192, 256])
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="config override, e.g. --set data.crop_scale=1.4")  # fmt: skip
   args = ap.parse_args()
-  cfg = load_config(args.config)
+  cfg = load_config(args.config, args.set)
   track = video_track(args.video, cfg.data.landmark_backend, cfg.track)
   n = track.num_frames
   first = n - int(np.ceil(args.holdout * n)) if args.holdout > 0 else 0
-  face = stable_crop_box(track.boxes_t4, track.found_t, float(cfg.data.crop_scale))
+  face = stable_crop_box(
+    track.boxes_t4, track.found_t, float(cfg.data.crop_scale), float(cfg.data.crop_shift)
+  )
   mouth = mouth_box(track.landmarks_tn2[first:])
   frames = [
     f for t, f in enumerate(read_frames(args.video)) if t >= first and (t - first) % args.every == 0

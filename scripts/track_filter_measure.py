@@ -47,7 +47,9 @@ def measure(path: pathlib.Path, frames: int) -> list[dict]:
   track = video_track(path, "dlib", cfg.track, fps=25.0)
   n = min(frames, track.num_frames)
   found = track.found_t[:n]
-  box = stable_crop_box(track.boxes_t4[:n], found, cfg.data.crop_scale)
+  box = stable_crop_box(
+    track.boxes_t4[:n], found, cfg.data.crop_scale, cfg.data.get("crop_shift", 0.0)
+  )
   lms = to_crop_coords(track.landmarks_tn2[:n], box, SIZE)
   idx = np.flatnonzero(found)
   lms = lms[idx[np.abs(np.arange(n)[:, None] - idx[None]).argmin(1)]]  # fill gaps (few)

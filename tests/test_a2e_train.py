@@ -251,19 +251,42 @@ def test_ensemble_step_trains_each_member_on_its_own_loss():
   assert abs(losses[0] - losses[1]) > 1e-4  # two different models, not one twice
 
 
-def test_trained_ensemble_predicts_the_mean_of_its_members(tmp_path):
+def test_trained_ensemble_keeps_each_member_at_its_own_best_step(tmp_path):
+  """With validation at every step, the best checkpoint holds, member by member, the parameters
+  of the step where that member's own validation loss (logged) was lowest: member k's slice
+  equals the slice of the checkpoint of its own best step. Inference predicts the members' mean.
+  A run stopped half-way and resumed selects the same."""
   ds = write_synthetic_dataset(tmp_path / "ds", n_clips=1, n_frames=64, size=64,
                                expression_dim=16, n_points=18)  # fmt: skip
-  cfg = _cfg("model.a2e.members=2", "a2e_train.gain_cap=0")
+  every = ["model.a2e.members=2", "a2e_train.gain_cap=0", "train.eval_every=1",
+           "train.ckpt_every=1", "train.keep=10", "a2e_train.lr=3e-3"]  # fmt: skip
+  cfg = _cfg(*every, "a2e_train.steps=8")
   train_a2e(cfg, ds, tmp_path / "w", show_progress=False)
-  state = infer.restore_a2e_state(cfg, tmp_path / "w")
-  assert {x.shape[0] for x in jax.tree.leaves(state.params)} == {2}
+  vals = [m for m in read_metrics(tmp_path / "w" / "metrics.jsonl") if m.get("split") == "val"]
+  steps = np.array([m["step"] for m in vals])
+  member_loss = np.array([m["member_loss"] for m in vals])  # (steps, 2)
+  best_steps = steps[np.argmin(member_loss, axis=0)]
+  # Not the trivial case: the two members are best at different steps.
+  assert best_steps[0] != best_steps[1], member_loss
+  best = infer.restore_a2e_state(cfg, tmp_path / "w")  # what inference restores: the best
+  assert {x.shape[0] for x in jax.tree.leaves(best.params)} == {2}
+  for k in range(2):
+    at = model_io.restore_a2e(cfg, tmp_path / "w", step=int(best_steps[k]))
+    for got, want in zip(jax.tree.leaves(best.params), jax.tree.leaves(at.params)):
+      np.testing.assert_array_equal(np.asarray(got)[k], np.asarray(want)[k])
+  # Inference predicts the members' mean.
   audio = np.asarray(open_data(ds).clip("clip000")["audio"][:40])
-  got = model_io.predict_a2e(cfg, state.params, state.data_stats, audio)
+  got = model_io.predict_a2e(cfg, best.params, best.data_stats, audio)
   single = _cfg("a2e_train.gain_cap=0")
   per = [
-    model_io.predict_a2e(single, _slice(state.params["member"], k), state.data_stats, audio)
+    model_io.predict_a2e(single, _slice(best.params["member"], k), best.data_stats, audio)
     for k in range(2)
   ]
   assert got.shape == (40, 16)
   np.testing.assert_allclose(got, np.mean(per, axis=0), rtol=1e-4, atol=1e-5)
+  # Stopped at step 4, resumed to 8: the same selection, the same parameters.
+  train_a2e(_cfg(*every, "a2e_train.steps=4"), ds, tmp_path / "r", show_progress=False)
+  train_a2e(cfg, ds, tmp_path / "r", resume=True, show_progress=False)
+  again = model_io.restore_a2e(cfg, tmp_path / "r", best=True)
+  for got, want in zip(jax.tree.leaves(again.params), jax.tree.leaves(best.params)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

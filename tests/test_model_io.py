@@ -90,3 +90,12 @@ def test_compatibility_ignores_only_the_holdout_split():
     check_compatible(saved, {"model": {"depth": 2}, "data": {"image_size": 96, "holdout": 0.2}})
   with pytest.raises(CheckpointError, match=r"model\.depth"):
     check_compatible(saved, {"model": {"depth": 3}, "data": {"image_size": 64, "holdout": 0.2}})
+
+
+def test_a_key_added_later_compares_at_its_old_meaning():
+  # Checkpoints made before data.crop_shift existed were made without a shift: they restore under
+  # a config with crop_shift 0, not under one with another shift.
+  saved = {"model": {"depth": 2}, "data": {"image_size": 64}}
+  check_compatible(saved, {"model": {"depth": 2}, "data": {"image_size": 64, "crop_shift": 0.0}})
+  with pytest.raises(CheckpointError, match=r"data\.crop_shift"):
+    check_compatible(saved, {"model": {"depth": 2}, "data": {"image_size": 64, "crop_shift": 0.05}})

@@ -17,7 +17,7 @@ from jaxtalk.data.dataset import FIELDS, DatasetError, open_dataset
 from jaxtalk.data.preprocess import preprocess
 from jaxtalk.errors import AudioReadError, JaxtalkError, NoFaceError, VideoReadError
 from jaxtalk.face import landmark3d
-from jaxtalk.face.crop import CropBox, crop_frame
+from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box
 from jaxtalk.face.mask import MASK_POINTS, rasterize_polygon
 from jaxtalk.io.audio import read_audio
 from jaxtalk.io.video import read_frames, write_video
@@ -131,6 +131,35 @@ def test_crop_is_one_box_per_clip(dataset_dir, person_clips):
     source = read_frames(path, 25.0)
     for t in (0, 37, clip.num_frames - 1):
       np.testing.assert_array_equal(clip["frames"][t], crop_frame(source[t], box, ds.image_size))
+
+
+def test_crop_box_scale_and_shift_by_hand():
+  # Face boxes (x0, y0, x1, y1) with centres (150, 100) and (152, 104), sides 100 and 104: the
+  # medians are the centre (151, 102) and side 102, so crop_scale 1.5 gives a side of 153.
+  boxes = np.array([[100, 50, 200, 150], [100, 52, 204, 156], [0, 0, 1, 1]], np.float64)
+  found = np.array([True, True, False])
+  box = stable_crop_box(boxes, found, 1.5)
+  # x0 = floor(151 + 0.5 - 76.5 + 0.5) = 75; y0 = floor(102 + 1 - 76.5) = 26
+  assert box == CropBox(75, 26, 153)
+  # crop_shift 0.1 moves it down by 0.1 x 153 = 15.3 pixels: floor(26.5 + 15.3) = 41
+  assert stable_crop_box(boxes, found, 1.5, 0.1) == CropBox(75, 41, 153)
+  assert stable_crop_box(boxes, found, 1.5, -0.1) == CropBox(75, 11, 153)
+
+
+def test_crop_shift_moves_the_dataset_crop_down(dataset_dir, person_clips, cache_dir, tmp_path):
+  path = person_clips[0]
+  build([path], tmp_path / "shifted", cache_dir, ["data.crop_shift=0.1"])
+  ds, plain = open_dataset(tmp_path / "shifted"), open_dataset(dataset_dir)
+  x0, y0, side = ds.manifest["sources"][path.stem]["crop_box"]
+  px0, py0, pside = plain.manifest["sources"][path.stem]["crop_box"]
+  assert (x0, side) == (px0, pside)
+  assert abs(y0 - py0 - 0.1 * side) <= 1  # both snapped to whole pixels
+  assert ds.manifest["settings"]["crop_shift"] == 0.1
+  assert "crop_shift" not in plain.manifest["settings"]  # unshifted datasets read as before
+  source = read_frames(path, 25.0)
+  np.testing.assert_array_equal(
+    ds.clip(path.stem)["frames"][5], crop_frame(source[5], CropBox(x0, y0, side), ds.image_size)
+  )
 
 
 def test_masks_cover_the_mouth(dataset_dir):

@@ -44,7 +44,9 @@ def _models(video: str, config: str, overrides: list[str]):
   cfg = load_config(config, overrides)
   size = cfg.data.image_size
   track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps)
-  box = stable_crop_box(track.boxes_t4, track.found_t, cfg.data.crop_scale)
+  box = stable_crop_box(
+    track.boxes_t4, track.found_t, cfg.data.crop_scale, cfg.data.get("crop_shift", 0.0)
+  )
   lms = to_crop_coords(track.landmarks_tn2, box, size)
   face_model = learn_face_model([lms], size, cfg.data.expression_dim)
   init_key, run_key = state_lib.make_keys(cfg.seed)

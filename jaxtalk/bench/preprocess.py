@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
   accepted = inspect.signature(track_faces).parameters
   track_kwargs = {k: v for k, v in s.track.items() if k in accepted}
   track_s, track = _best(lambda: track_faces(frames, backend, **track_kwargs), r)
-  box = stable_crop_box(track.boxes_t4, track.found_t, s.crop_scale)
+  box = stable_crop_box(track.boxes_t4, track.found_t, s.crop_scale, s.crop_shift)
   crop_s, crops = _best(lambda: np.stack([crop_frame(f, box, size) for f in frames]), r)
   lms = to_crop_coords(track.landmarks_tn2, box, size)
   learn_s, model = _best(lambda: landmark3d.learn_face_model([lms], size, s.expression_dim), r)

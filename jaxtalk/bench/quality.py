@@ -178,7 +178,9 @@ def choose_image_size(video: pathlib.Path, cfg) -> int:
   if not size_range:
     return int(cfg.data.image_size)
   track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps)
-  box = stable_crop_box(track.boxes_t4, track.found_t, float(cfg.data.crop_scale))
+  box = stable_crop_box(
+    track.boxes_t4, track.found_t, float(cfg.data.crop_scale), float(cfg.data.crop_shift)
+  )
   return image_size_for(box.side, tuple(size_range))
 
 

@@ -98,6 +98,7 @@ class Settings:
   silence_db: float
   track: dict[str, float | int]
   holdout: float = 0.0
+  crop_shift: float = 0.0
   track_filter: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
@@ -122,6 +123,7 @@ class Settings:
       face_model=str(face_model or d.face_model),
       expression_dim=int(d.expression_dim),
       crop_scale=float(d.crop_scale),
+      crop_shift=float(d.get("crop_shift", 0.0)),
       no_face=str(d.no_face),
       max_missing_fraction=float(d.max_missing_fraction),
       max_audio_shortfall_s=float(d.max_audio_shortfall_s),
@@ -152,6 +154,8 @@ class Settings:
 
   def to_json(self) -> dict[str, Any]:
     out = json.loads(json.dumps(dataclasses.asdict(self)))
+    if not self.crop_shift:
+      del out["crop_shift"]  # the crop of datasets made before it existed
     if not self.holdout:
       # no split: the settings of datasets made before the split existed (they still resume)
       del out["holdout"]
@@ -435,7 +439,7 @@ def plan_clip(
   usable = np.zeros(n, bool)
   for a, b in segments:
     usable[a:b] = True
-  box = stable_crop_box(track.boxes_t4, usable, settings.crop_scale)
+  box = stable_crop_box(track.boxes_t4, usable, settings.crop_scale, settings.crop_shift)
   landmarks = to_crop_coords(track.landmarks_tn2, box, settings.image_size)
   landmarks[~usable] = np.nan
   info = {

@@ -3,8 +3,10 @@
 A per-frame box follows every detector wobble and bakes that jitter into the training frames
 (exactly the motion instability StableFace is about), so a clip gets a single square box: its
 centre is the per-axis median over the clip of the tracked face boxes' centres, its side the
-median box side (the larger of width and height) times `crop_scale`. The box is snapped to whole
-source pixels, so cropping is an exact slice followed by one area resize to `size`.
+median box side (the larger of width and height) times `crop_scale`, moved down by `crop_shift`
+times its side (the detector's box centre sits near the nose: a tight crop needs the room below
+the chin, where the open jaw goes, more than above the brows). The box is snapped to whole source
+pixels, so cropping is an exact slice followed by one area resize to `size`.
 
 Coordinates: landmarks from `jaxtalk.face.landmarks` put pixel i's centre at i (OpenCV and
 dlib convention). Crop coordinates are continuous: crop pixel (u, v) covers [u, u+1) x [v, v+1),
@@ -34,8 +36,11 @@ class CropBox:
     return [self.x0, self.y0, self.side]
 
 
-def stable_crop_box(boxes_t4: np.ndarray, found_t: np.ndarray, crop_scale: float) -> CropBox:
-  """The clip's crop box from its tracked face boxes (frames where `found_t`)."""
+def stable_crop_box(
+  boxes_t4: np.ndarray, found_t: np.ndarray, crop_scale: float, crop_shift: float = 0.0
+) -> CropBox:
+  """The clip's crop box from its tracked face boxes (frames where `found_t`); `crop_shift` moves
+  it down by that fraction of its side (data.crop_shift)."""
   boxes = np.asarray(boxes_t4, np.float64)[np.asarray(found_t, bool)]
   boxes = boxes[np.all(np.isfinite(boxes), axis=1)]
   if not len(boxes):
@@ -46,7 +51,7 @@ def stable_crop_box(boxes_t4: np.ndarray, found_t: np.ndarray, crop_scale: float
   side_px = max(8, int(round(side * crop_scale)))
   # Box coordinates put pixel i's centre at i; the crop's continuous centre is cx + 0.5.
   x0 = int(np.floor(cx + 0.5 - side_px / 2 + 0.5))
-  y0 = int(np.floor(cy + 0.5 - side_px / 2 + 0.5))
+  y0 = int(np.floor(cy + 0.5 + crop_shift * side_px - side_px / 2 + 0.5))
   return CropBox(x0, y0, side_px)
 
 

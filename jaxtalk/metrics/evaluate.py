@@ -254,7 +254,10 @@ def evaluate(
   # metrics are scored where the model works, not on background pixels copied from the input.
   box_track = ref_track if ref_track is not None else pred_track
   box_lm = box_track.landmarks_tn2[: n_paired or None]
-  face_box = stable_crop_box(box_track.boxes_t4, box_track.found_t, float(config.data.crop_scale))
+  face_box = stable_crop_box(
+    box_track.boxes_t4, box_track.found_t, float(config.data.crop_scale),
+    float(config.data.get("crop_shift", 0.0)),
+  )  # fmt: skip
   m_box = mouth_box(box_lm)
   record.update(face_crop_box=face_box.to_list(), mouth_box=m_box.to_list())
   ref_hw = tuple(ref_track.image_hw) if ref_track is not None else tuple(pred_track.image_hw)

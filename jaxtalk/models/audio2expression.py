@@ -11,10 +11,10 @@ from the log-mel windows with the rest, so nothing has to be downloaded.
 
 Audio2ExpressionEnsemble (model.a2e.members > 1): that many Audio2Expression models side by side,
 each with its own parameters (a leading members axis on every leaf), trained each on its own loss
-and averaged at inference. On a few tens of seconds of speech one a2e is noisy from seed to seed;
-three seeds trained apart and averaged gained 0.05 of correlation, but trained side by side and
-selected at one common step the gain was within the noise (docs/benchmarks.md, issue 15), so
-the configs keep one member.
+and averaged at inference (training keeps each member at its own best validation step). On a few
+tens of seconds of speech one a2e is noisy from seed to seed (+-0.08 of held-out aperture
+correlation); the mean of K narrows that spread but, over seven seeds, does not raise the
+expected figure by more than ~0.01 (docs/benchmarks.md, issue 15), so the configs keep one member.
 """
 
 from __future__ import annotations

@@ -191,7 +191,16 @@ def a2e_eval_step(
   audio_norm: bool = True,
   axis_name: str | None = None,
 ) -> dict[str, jax.Array]:
+  """The loss terms of the prediction (an ensemble's: its members' mean). An ensemble also gives
+  each member's own loss, `member_loss` `(K,)`, by which training keeps each member's best
+  parameters (jaxtalk/train/a2e_train.py)."""
   audio = normalise_audio(batch["audio"], state.data_stats, audio_norm)
-  pred = model.apply({"params": state.params}, audio, train=False)
-  _, aux = a2e_loss(pred, batch["expression"], basis_ek, hp)
+  if int(getattr(model, "members", 1)) == 1:
+    pred = model.apply({"params": state.params}, audio, train=False)
+    return _pmean(a2e_loss(pred, batch["expression"], basis_ek, hp)[1], axis_name)
+  pred_kbte = model.apply({"params": state.params}, audio, train=False, per_member=True)
+  _, aux = a2e_loss(jnp.mean(pred_kbte, axis=0), batch["expression"], basis_ek, hp)
+  aux["member_loss"] = jax.vmap(lambda p: a2e_loss(p, batch["expression"], basis_ek, hp)[0])(
+    pred_kbte
+  )
   return _pmean(aux, axis_name)

@@ -9,10 +9,12 @@ mouth-landmark, correlation and amplitude terms that keep it from predicting the
 Only each clip's training frames take part (the dataset's holdout split, or `holdout=` for a
 dataset made without one): validation, hence the best checkpoint, comes from the training
 frames too (held out by clip, or the tail of the training part when there is one clip, see
-pipeline.split_segments). `a2e_train.max_minutes` (> 0) stops at a wall-clock budget. At the
-end the output calibration is fitted to the checkpoint inference will use (the best one) on the
-validation frames and written to `W/calibration.json` (jaxtalk/train/a2e_calibrate.py). Logistics
-(workers, log/eval/checkpoint intervals, keep, val_fraction, mesh, parallel) come from train.*.
+pipeline.split_segments); an ensemble (model.a2e.members > 1) keeps each member at its own best
+validation step (MemberSelection). `a2e_train.max_minutes` (> 0) stops at a wall-clock budget.
+At the end the output calibration is fitted to the checkpoint inference will use (the best one)
+on the validation frames and written to `W/calibration.json` (jaxtalk/train/a2e_calibrate.py).
+Logistics (workers, log/eval/checkpoint intervals, keep, val_fraction, mesh, parallel) come from
+train.*.
 Same checkpoints, metrics log and exact resume as the renderer.
 """
 
@@ -146,6 +148,13 @@ def train_a2e(
     )
     state = init(init_key, run_key, data_stats)
   start = int(runner.get_state(state).step)
+  # An ensemble keeps every member at its own best validation step, as K separate runs would be
+  # selected (docs/benchmarks.md, issue 15); a resumed run takes the selection from its best
+  # checkpoint.
+  selection = MemberSelection(members)
+  if members > 1 and found is not None and ckpt.best_loss() is not None:
+    best_state, best_meta = ckpt.restore_best(abstract)
+    selection.restore(best_state.params, best_meta)
   say(
     f"data: {split_note}; {len(train_src)} training windows, {len(val_batches)} validation batches"
   )
@@ -183,13 +192,31 @@ def train_a2e(
     if not val_batches:
       return
     sums: dict[str, float] = {}
+    member_sum = np.zeros(members)
     for b in val_batches:
-      for k, v in fetch(eval_step(state, runner.put_batch(b), None)).items():
+      out = eval_step(state, runner.put_batch(b), None)
+      if members > 1:
+        member_sum += np.asarray(jax.device_get(out.pop("member_loss")), np.float64)
+      for k, v in fetch(out).items():
         sums[k] = sums.get(k, 0.0) + v
     val = {k: v / len(val_batches) for k, v in sums.items()}
-    log.write({"split": "val", "step": step, **val})
-    if ckpt.save_best(step, runner.get_state(state), meta(step), val["loss"]):
-      say(f"step {step}: validation loss {val['loss']:.4g} (best so far)")
+    if members == 1:
+      log.write({"split": "val", "step": step, **val})
+      if ckpt.save_best(step, runner.get_state(state), meta(step), val["loss"]):
+        say(f"step {step}: validation loss {val['loss']:.4g} (best so far)")
+      return
+    member_val = member_sum / len(val_batches)
+    log.write({"split": "val", "step": step, **val, "member_loss": member_val.tolist()})
+    improved = member_val < selection.loss_k
+    if improved.any():
+      current = runner.get_state(state)
+      selection.update(improved, member_val, step, current.params)
+      best_state = current.replace(params=selection.params)
+      if ckpt.save_best(step, best_state, meta(step, **selection.meta()), selection.loss):
+        say(
+          f"step {step}: members {' '.join(str(int(k)) for k in np.flatnonzero(improved))} "
+          f"improved; their best validation losses average {selection.loss:.4g}"
+        )
 
   def diverged(m: dict) -> None:
     stop_diverged(runner.get_state(state), m["bad_step"], ckpt, data_iter, meta, log, bar)
@@ -248,6 +275,44 @@ def train_a2e(
   log.write({"event": "end", "step": step, "best_val": best})
   say(f"done at step {step}; checkpoints in {ckpt.workdir / 'checkpoints'}")
   return RunResult(step, workdir, best, False, last)
+
+
+class MemberSelection:
+  """Each ensemble member's best parameters and validation loss so far. Parameters have the
+  members on their leading axis (Audio2ExpressionEnsemble); `params` combines, member by
+  member, the parameters of each one's best step. `loss` (the mean of the members' best
+  losses) falls whenever a member improves: the best-checkpoint manager keeps the newest
+  combination."""
+
+  def __init__(self, members: int):
+    self.loss_k = np.full(members, np.inf)
+    self.step_k = np.full(members, -1, np.int64)
+    self.params: Any = None
+
+  @property
+  def loss(self) -> float:
+    return float(np.mean(self.loss_k))
+
+  def update(self, improved_k: np.ndarray, loss_k: np.ndarray, step: int, params: Any) -> None:
+    keep = jnp.asarray(improved_k)
+    best = params if self.params is None else self.params
+    # jnp.where makes new buffers: the train step donates `params` right after
+    self.params = jax.tree.map(
+      lambda b, p: jnp.where(keep.reshape(-1, *[1] * (p.ndim - 1)), p, b), best, params
+    )
+    self.loss_k = np.where(improved_k, loss_k, self.loss_k)
+    self.step_k = np.where(improved_k, step, self.step_k)
+
+  def meta(self) -> dict:
+    return {"member_val_loss": self.loss_k.tolist(), "member_step": self.step_k.tolist()}
+
+  def restore(self, params: Any, meta: dict) -> None:
+    """From the best checkpoint's parameters and meta (what `meta()` wrote)."""
+    if "member_val_loss" not in meta:  # written by a jaxtalk that selected members jointly
+      return
+    self.params = params
+    self.loss_k = np.asarray(meta["member_val_loss"], np.float64)
+    self.step_k = np.asarray(meta["member_step"], np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
