@@ -59,7 +59,7 @@ from jaxtalk.config import load_config
 from jaxtalk.data.dataset import FACE_MODEL
 from jaxtalk.errors import AudioReadError, ConfigError, JaxtalkError, NoFaceError
 from jaxtalk.face.cache import video_track
-from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box, to_crop_coords
+from jaxtalk.face.crop import CropBox, config_crop_box, crop_frame, to_crop_coords
 from jaxtalk.face.landmark3d import FaceModel, fit_frames
 from jaxtalk.face.mask import mask_polygon, rasterize_polygon
 from jaxtalk.face.track_filter import TrackFilter, filter_pose, track_masks
@@ -240,9 +240,7 @@ def prepare_background(
   frames = read_frames(video, cfg.data.fps)
   n = min(len(frames), track.num_frames)
   frames, found = frames[:n], track.found_t[:n]
-  box = stable_crop_box(
-    track.boxes_t4[:n], found, cfg.data.crop_scale, cfg.data.get("crop_shift", 0.0)
-  )
+  box = config_crop_box(track.boxes_t4[:n], found, cfg.data)
   landmarks = _fill_missing(to_crop_coords(track.landmarks_tn2[:n], box, size), found)
   fit = fit_frames(models.face_model, landmarks, size)
   flt = TrackFilter.from_config(cfg)

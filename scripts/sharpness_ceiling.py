@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxtalk.config import load_config
 from jaxtalk.face.cache import video_track
-from jaxtalk.face.crop import crop_frame, stable_crop_box
+from jaxtalk.face.crop import config_crop_box, crop_frame
 from jaxtalk.io.video import read_frames
 from jaxtalk.metrics.cpbd import cpbd
 from jaxtalk.metrics.sharpness import box_pixels, laplacian_variance, mouth_box
@@ -46,9 +46,7 @@ def main() -> int:
   track = video_track(args.video, cfg.data.landmark_backend, cfg.track)
   n = track.num_frames
   first = n - int(np.ceil(args.holdout * n)) if args.holdout > 0 else 0
-  face = stable_crop_box(
-    track.boxes_t4, track.found_t, float(cfg.data.crop_scale), float(cfg.data.crop_shift)
-  )
+  face = config_crop_box(track.boxes_t4, track.found_t, cfg.data)
   mouth = mouth_box(track.landmarks_tn2[first:])
   frames = [
     f for t, f in enumerate(read_frames(args.video)) if t >= first and (t - first) % args.every == 0

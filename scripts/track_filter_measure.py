@@ -29,7 +29,7 @@ import numpy as np
 from jaxtalk.config import load_config
 from jaxtalk.face import landmark3d
 from jaxtalk.face.cache import video_track
-from jaxtalk.face.crop import stable_crop_box, to_crop_coords
+from jaxtalk.face.crop import config_crop_box, to_crop_coords
 from jaxtalk.face.track_filter import TrackFilter, filter_pose, track_masks
 from jaxtalk.metrics.msi import msi
 
@@ -47,9 +47,7 @@ def measure(path: pathlib.Path, frames: int) -> list[dict]:
   track = video_track(path, "dlib", cfg.track, fps=25.0)
   n = min(frames, track.num_frames)
   found = track.found_t[:n]
-  box = stable_crop_box(
-    track.boxes_t4[:n], found, cfg.data.crop_scale, cfg.data.get("crop_shift", 0.0)
-  )
+  box = config_crop_box(track.boxes_t4[:n], found, cfg.data)
   lms = to_crop_coords(track.landmarks_tn2[:n], box, SIZE)
   idx = np.flatnonzero(found)
   lms = lms[idx[np.abs(np.arange(n)[:, None] - idx[None]).argmin(1)]]  # fill gaps (few)

@@ -9,6 +9,7 @@ import pathlib
 import shutil
 
 import librosa
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ from jaxtalk.data.dataset import FIELDS, DatasetError, open_dataset
 from jaxtalk.data.preprocess import preprocess
 from jaxtalk.errors import AudioReadError, JaxtalkError, NoFaceError, VideoReadError
 from jaxtalk.face import landmark3d
-from jaxtalk.face.crop import CropBox, crop_frame, stable_crop_box
+from jaxtalk.face.crop import CropBox, config_crop_box, crop_frame, stable_crop_box
 from jaxtalk.face.mask import MASK_POINTS, rasterize_polygon
 from jaxtalk.io.audio import read_audio
 from jaxtalk.io.video import read_frames, write_video
@@ -144,6 +145,11 @@ def test_crop_box_scale_and_shift_by_hand():
   # crop_shift 0.1 moves it down by 0.1 x 153 = 15.3 pixels: floor(26.5 + 15.3) = 41
   assert stable_crop_box(boxes, found, 1.5, 0.1) == CropBox(75, 41, 153)
   assert stable_crop_box(boxes, found, 1.5, -0.1) == CropBox(75, 11, 153)
+  # From a config's data section; one written before crop_shift existed means no shift.
+  old_data = ml_collections.ConfigDict({"crop_scale": 1.5})
+  assert config_crop_box(boxes, found, old_data) == CropBox(75, 26, 153)
+  data = ml_collections.ConfigDict({"crop_scale": 1.5, "crop_shift": 0.1})
+  assert config_crop_box(boxes, found, data) == CropBox(75, 41, 153)
 
 
 def test_crop_shift_moves_the_dataset_crop_down(dataset_dir, person_clips, cache_dir, tmp_path):

@@ -38,15 +38,13 @@ def _models(video: str, config: str, overrides: list[str]):
   from jaxtalk import model_io as state_lib
   from jaxtalk.config import load_config
   from jaxtalk.face.cache import video_track
-  from jaxtalk.face.crop import stable_crop_box, to_crop_coords
+  from jaxtalk.face.crop import config_crop_box, to_crop_coords
   from jaxtalk.face.landmark3d import learn_face_model
 
   cfg = load_config(config, overrides)
   size = cfg.data.image_size
   track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps)
-  box = stable_crop_box(
-    track.boxes_t4, track.found_t, cfg.data.crop_scale, cfg.data.get("crop_shift", 0.0)
-  )
+  box = config_crop_box(track.boxes_t4, track.found_t, cfg.data)
   lms = to_crop_coords(track.landmarks_tn2, box, size)
   face_model = learn_face_model([lms], size, cfg.data.expression_dim)
   init_key, run_key = state_lib.make_keys(cfg.seed)

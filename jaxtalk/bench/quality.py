@@ -46,7 +46,7 @@ from jaxtalk.data.pipeline import list_clips, split_segments
 from jaxtalk.data.preprocess import preprocess
 from jaxtalk.errors import JaxtalkError
 from jaxtalk.face.cache import video_track
-from jaxtalk.face.crop import CropBox, image_size_for, stable_crop_box
+from jaxtalk.face.crop import CropBox, config_crop_box, image_size_for
 from jaxtalk.face.landmark3d import KIND
 from jaxtalk.io.audio import read_audio
 from jaxtalk.io.video import read_frames, write_video
@@ -178,9 +178,7 @@ def choose_image_size(video: pathlib.Path, cfg) -> int:
   if not size_range:
     return int(cfg.data.image_size)
   track = video_track(video, cfg.data.landmark_backend, cfg.track, fps=cfg.data.fps)
-  box = stable_crop_box(
-    track.boxes_t4, track.found_t, float(cfg.data.crop_scale), float(cfg.data.crop_shift)
-  )
+  box = config_crop_box(track.boxes_t4, track.found_t, cfg.data)
   return image_size_for(box.side, tuple(size_range))
 
 

@@ -17,6 +17,7 @@ point p maps to (p + 0.5 - box_origin) * size / side.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,6 +54,13 @@ def stable_crop_box(
   x0 = int(np.floor(cx + 0.5 - side_px / 2 + 0.5))
   y0 = int(np.floor(cy + 0.5 + crop_shift * side_px - side_px / 2 + 0.5))
   return CropBox(x0, y0, side_px)
+
+
+def config_crop_box(boxes_t4: np.ndarray, found_t: np.ndarray, data: Any) -> CropBox:
+  """`stable_crop_box` with a config's `data.crop_scale` and `data.crop_shift` (0 for a config
+  written before the shift existed)."""
+  shift = float(data.get("crop_shift", 0.0))
+  return stable_crop_box(boxes_t4, found_t, float(data.crop_scale), shift)
 
 
 def crop_frame(frame_hwc: np.ndarray, box: CropBox, size: int) -> np.ndarray:

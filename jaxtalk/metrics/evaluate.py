@@ -11,11 +11,11 @@
   against the audio envelope), and Sync-C / Sync-D when SyncNet weights are given (reported as
   unavailable, with the reason, otherwise).
 
-Boxes. One stable face-crop box per video (jaxtalk.face.crop.stable_crop_box on the reference's
-track, `data.crop_scale` x the median face box) and one mouth box (jaxtalk.metrics.sharpness)
-from the reference's landmarks; the prediction is scored inside the very same boxes, at the
-reference's resolution and without resampling the crop. Without a reference, the prediction's
-own track places them.
+Boxes. One stable face-crop box per video (jaxtalk.face.crop.config_crop_box on the reference's
+track, `data.crop_scale` x the median face box, moved down by `data.crop_shift`) and one mouth
+box (jaxtalk.metrics.sharpness) from the reference's landmarks; the prediction is scored inside
+the very same boxes, at the reference's resolution and without resampling the crop. Without a
+reference, the prediction's own track places them.
 
 Pairing rules. Frame i of the prediction is compared with frame i of the reference, frames as
 stored (no resampling). Different frame counts are an error unless `align="trim"`, which
@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from jaxtalk.errors import AudioReadError, JaxtalkError
 from jaxtalk.face.cache import require_all_frames, video_track
-from jaxtalk.face.crop import stable_crop_box
+from jaxtalk.face.crop import config_crop_box
 from jaxtalk.io.audio import read_audio
 from jaxtalk.io.video import iter_frames, probe_video
 from jaxtalk.metrics.articulation import articulation, audio_envelope, mouth_aperture, sync_offset
@@ -254,10 +254,7 @@ def evaluate(
   # metrics are scored where the model works, not on background pixels copied from the input.
   box_track = ref_track if ref_track is not None else pred_track
   box_lm = box_track.landmarks_tn2[: n_paired or None]
-  face_box = stable_crop_box(
-    box_track.boxes_t4, box_track.found_t, float(config.data.crop_scale),
-    float(config.data.get("crop_shift", 0.0)),
-  )  # fmt: skip
+  face_box = config_crop_box(box_track.boxes_t4, box_track.found_t, config.data)
   m_box = mouth_box(box_lm)
   record.update(face_crop_box=face_box.to_list(), mouth_box=m_box.to_list())
   ref_hw = tuple(ref_track.image_hw) if ref_track is not None else tuple(pred_track.image_hw)
