@@ -1,11 +1,12 @@
-"""Each member of an a2e ensemble scored alone, and their mean, on the held-out frames (issue 15).
+"""Each member of an a2e ensemble scored alone, and the ensemble, on the held-out frames (issue 15).
 
     jaxtalk bench a2e DATASET --config cpu --steps 800 --set model.a2e.members=3 --workdir W
     python scripts/a2e_members.py DATASET W 3 [--config cpu] [--step N]
 
-The workdir's best checkpoint (or `--step N`) predicts from the held-out audio as `jaxtalk bench
-a2e` does, raw (no output gain): member k with its own slice of the parameters through a plain
-Audio2Expression, then the members' mean and the ensemble itself (the two must agree).
+The workdir's best checkpoint (or `--step N`) is scored as `jaxtalk bench a2e` scores an a2e
+(`jaxtalk.bench.a2e.evaluate_heldout`: predictions from the held-out audio), raw (no output
+gain): member k with its own slice of the parameters as a plain Audio2Expression, then the
+ensemble (the members' mean, tests/test_a2e_train.py).
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from __future__ import annotations
 import argparse
 
 import jax
-import numpy as np
 
 from jaxtalk import model_io
-from jaxtalk.bench.a2e import HeldOut, _source_envelope, heldout_figures
+from jaxtalk.bench.a2e import evaluate_heldout
 from jaxtalk.config import load_config
 from jaxtalk.data.pipeline import open_data
-from jaxtalk.train.a2e_train import training_clips
 
 
 def main() -> int:
@@ -29,23 +28,15 @@ def main() -> int:
   ap.add_argument("members", type=int)
   ap.add_argument("--config", default="cpu")
   ap.add_argument("--step", type=int, default=None, help="this checkpoint instead of the best")
+  ap.add_argument("--holdout", type=float, default=0.2)
   args = ap.parse_args()
   cfg = load_config(args.config, [f"model.a2e.members={args.members}"])
   single = load_config(args.config)
   ds = open_data(args.dataset)
-  (c,) = training_clips(ds, 0.2)
-  clip = ds.clip(c.name)
-  nt, n = c.usable_frames, c.num_frames
-  audio = np.asarray(clip["audio"][nt:])
-  fit = np.asarray(clip["expression"][nt:], np.float32)
-  pose = np.asarray(clip["pose"][nt:], np.float64)
-  env = _source_envelope(ds, c.name, n - nt, nt, cfg)
   st = model_io.restore_a2e(cfg, args.workdir, best=args.step is None, step=args.step)
 
-  def score(pred: np.ndarray, tag: str) -> None:
-    r = heldout_figures(
-      [HeldOut(c.name, nt, pred, fit, pose, env)], ds.face_model(), ds.image_size, ds.fps
-    )
+  def score(c, state, tag: str) -> None:
+    r = evaluate_heldout(c, ds, state, args.holdout)
     print(
       f"| {tag} | {r['aperture_ratio']:.2f} | {r['aperture_corr']:.3f} | "
       f"{r['leading_mean_std_ratio']:.2f} | {r['leading_mean_corr']:.3f} |"
@@ -53,13 +44,10 @@ def main() -> int:
 
   print("| predictions | aperture ratio | aperture corr | lead-4 std ratio | lead-4 corr |")
   print("|---|---|---|---|---|")
-  preds = []
   for k in range(args.members):
     member = jax.tree.map(lambda x, k=k: x[k], st.params["member"])
-    preds.append(model_io.predict_a2e(single, member, st.data_stats, audio))
-    score(preds[-1], f"member {k}")
-  score(np.mean(preds, axis=0), "mean of the members")
-  score(model_io.predict_a2e(cfg, st.params, st.data_stats, audio), "the ensemble")
+    score(single, st.replace(params=member), f"member {k}")
+  score(cfg, st, "the ensemble")
   return 0
 
 

@@ -194,9 +194,9 @@ def train_a2e(
     sums: dict[str, float] = {}
     member_sum = np.zeros(members)
     for b in val_batches:
-      out = eval_step(state, runner.put_batch(b), None)
+      out = jax.device_get(eval_step(state, runner.put_batch(b), None))  # one transfer
       if members > 1:
-        member_sum += np.asarray(jax.device_get(out.pop("member_loss")), np.float64)
+        member_sum += np.asarray(out.pop("member_loss"), np.float64)
       for k, v in fetch(out).items():
         sums[k] = sums.get(k, 0.0) + v
     val = {k: v / len(val_batches) for k, v in sums.items()}
