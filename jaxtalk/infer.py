@@ -24,10 +24,12 @@ The pipeline (ARCHITECTURE.md, StableFace Sec. III):
    input audio) as soon as they are final: memory holds the background and one batch of
    windows, however long the audio.
 
-The host's per-frame work (shape renders, paste, encoding) runs on `infer.workers` threads (0:
-every core) and overlaps the accelerator: the renderer's next batch of windows is dispatched
-before the previous one is pasted, and the encoder writes in its own thread. Frames are the same
-as computed one by one (each is a pure function of its inputs; order is kept).
+The host's per-frame work (shape renders, paste) runs on `infer.workers` threads (0: every core)
+and overlaps the accelerator: the renderer's next batch of windows is dispatched before the
+previous one is handed on, the render runs ahead in a thread of its own while earlier frames are
+pasted, and the x264 encoder runs in a process of its own (it would wait on the GIL here).
+Frames are the same as computed one by one (each is a pure function of its inputs; order is
+kept).
 
 `W` (the `--checkpoints` folder) holds `renderer/` and `a2e/` training workdirs and the
 person's `face_model.npz` (written there by `jaxtalk train`, copied from the dataset).
@@ -40,9 +42,9 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import itertools
 import os
 import pathlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,7 +66,7 @@ from jaxtalk.face.landmark3d import FaceModel, fit_frames
 from jaxtalk.face.mask import mask_polygon, rasterize_polygon
 from jaxtalk.face.track_filter import TrackFilter, filter_pose, track_masks
 from jaxtalk.io.audio import is_silent, read_audio
-from jaxtalk.io.video import VideoWriter, read_frames
+from jaxtalk.io.video import EncoderProcess, read_frames
 from jaxtalk.models.smoothing import smoother_from_config
 from jaxtalk.synthesis.panels import labelled_panels
 from jaxtalk.synthesis.paste import feathered_alpha, paste, polygon_alpha
@@ -312,8 +314,20 @@ class LazyFrames:
   renders and masks of a long audio are never all in memory. `sources`: the (LazyFrames, reach)
   that `make(t)` reads at t - reach .. t + reach, so `prefetch` makes those first."""
 
-  def __init__(self, make, n: int, sources: Sequence[tuple[LazyFrames, int]] = ()) -> None:
+  def __init__(
+    self,
+    make,
+    n: int,
+    sources: Sequence[tuple[LazyFrames, int]] = (),
+    inline: bool = False,
+  ) -> None:
     self._make, self._n, self._memo, self._sources = make, n, {}, tuple(sources)
+    # inline: `make` is a view or lookup, cheaper than a pool task (whose future and wake-ups
+    # hold the GIL): prefetch makes the frames here
+    self._inline = inline
+    # the render thread makes frames while the consumer releases them: the memo is locked, the
+    # making is not (two threads may make the same frame; either copy is the same)
+    self._lock = threading.Lock()
 
   def prefetch(self, start: int, stop: int, pool=None) -> None:
     """Makes frames start .. stop-1 (clipped to the sequence) ahead of use, in parallel on
@@ -321,28 +335,33 @@ class LazyFrames:
     start, stop = max(start, 0), min(stop, self._n)
     for source, reach in self._sources:
       source.prefetch(start - reach, stop + reach, pool)
-    todo = [t for t in range(start, stop) if t not in self._memo]
-    made = (
-      pool.map(self._make, todo) if pool is not None and len(todo) > 1 else map(self._make, todo)
-    )
+    with self._lock:
+      todo = [t for t in range(start, stop) if t not in self._memo]
+    parallel = pool is not None and len(todo) > 1 and not self._inline
+    made = pool.map(self._make, todo) if parallel else map(self._make, todo)
     for t, value in zip(todo, made, strict=True):
-      self._memo[t] = value
+      with self._lock:
+        self._memo.setdefault(t, value)
 
   def __len__(self) -> int:
     return self._n
 
   def frame(self, t: int):
-    if t not in self._memo:
-      self._memo[t] = self._make(t)
-    return self._memo[t]
+    with self._lock:
+      if t in self._memo:
+        return self._memo[t]
+    value = self._make(t)
+    with self._lock:
+      return self._memo.setdefault(t, value)
 
   def __getitem__(self, frames: slice) -> np.ndarray:
     start, stop, _ = frames.indices(self._n)
     return np.stack([self.frame(t) for t in range(start, stop)])
 
   def release(self, before: int) -> None:
-    for t in [t for t in self._memo if t < before]:
-      del self._memo[t]
+    with self._lock:
+      for t in [t for t in self._memo if t < before]:
+        del self._memo[t]
 
 
 def predict_expressions(models: Models, audio_nwf) -> np.ndarray:
@@ -583,14 +602,20 @@ def synth_frames(
   both = LazyFrames(
     lambda t: shape_and_mask(models, expression[t], background, int(bg_index[t])), n
   )
-  raw_shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n, [(both, 0)])
+  raw_shapes = LazyFrames(lambda t: both.frame(t)[..., :3], n, [(both, 0)], inline=True)
   weights = smoothing_weights(models, expression)
   shapes = smooth_lazy(raw_shapes, weights)
-  masks = LazyFrames(lambda t: both.frame(t)[..., 3], n, [(both, 0)])
-  crops = LazyFrames(lambda t: background.crops_nssc[bg_index[t]], n)
+  masks = LazyFrames(lambda t: both.frame(t)[..., 3], n, [(both, 0)], inline=True)
+  crops = LazyFrames(lambda t: background.crops_nssc[bg_index[t]], n, inline=True)
   generate = generate or make_generate(models)
   box = np.array([background.box.x0, background.box.y0, background.box.side], np.float64)
   reach = 0 if weights is None else weights.shape[1] // 2  # raw frames a smoothed one reads
+
+  def release(t: int) -> None:  # frame t is out: what only it and earlier frames read can go
+    for lazy in (shapes, masks, crops):
+      lazy.release(t + 1)
+    for lazy in (both, raw_shapes):
+      lazy.release(t + 1 - reach)
 
   def final(t: int, crop: np.ndarray) -> Frame:
     i = int(bg_index[t])
@@ -603,17 +628,69 @@ def synth_frames(
     return Frame(t, image, crop, shape, alpha, i)
 
   workers = host_workers(cfg)
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+  ahead = 2 * workers  # frames being pasted at once, handed on in order
+  with contextlib.ExitStack() as stack:
+    pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
     gen = generate_crops(models, generate, crops, shapes, masks, expression, audio, progress, pool)
-    chunk = 2 * workers  # frames pasted in parallel, then handed on in order
-    numbered = enumerate(gen)
-    while part := list(itertools.islice(numbered, chunk)):
-      for f in list(pool.map(lambda tc: final(*tc), part)):
-        yield f
-        for lazy in (shapes, masks, crops):
-          lazy.release(f.index + 1)
-        for lazy in (both, raw_shapes):
-          lazy.release(f.index + 1 - reach)
+    # The render (its shape renders on the pool, dispatch, fetch, window blend) runs ahead in a
+    # thread of its own while the pool pastes the frames before: the two used to take turns.
+    # Closed (its thread stopped) before the pool shuts down.
+    rendered = stack.enter_context(contextlib.closing(read_ahead(gen, ahead)))
+    pasting: collections.deque = collections.deque()
+    for t, crop in enumerate(rendered):
+      pasting.append(pool.submit(final, t, crop))
+      while len(pasting) > ahead or (pasting and pasting[0].done()):
+        yield (f := pasting.popleft().result())
+        release(f.index)
+    while pasting:
+      yield (f := pasting.popleft().result())
+      release(f.index)
+
+
+def read_ahead(items: Iterator, depth: int) -> Iterator:
+  """`items`, computed up to `depth` ahead in a thread of their own; an exception there is
+  raised here, in order; closing this generator stops the thread at its next item."""
+  queue: collections.deque = collections.deque()
+  ready = threading.Condition()
+  stop = False
+  done = object()
+
+  def produce() -> None:
+    try:
+      for item in items:
+        with ready:
+          ready.wait_for(lambda: stop or len(queue) < depth)
+          if stop:
+            return
+          queue.append((item, None))
+          ready.notify_all()
+    except BaseException as e:  # noqa: BLE001 (re-raised in the consumer)
+      with ready:
+        queue.append((None, e))
+        ready.notify_all()
+      return
+    with ready:
+      queue.append((done, None))
+      ready.notify_all()
+
+  thread = threading.Thread(target=produce, name="read_ahead", daemon=True)
+  thread.start()
+  try:
+    while True:
+      with ready:
+        ready.wait_for(lambda: queue)
+        item, error = queue.popleft()
+        ready.notify_all()
+      if error is not None:
+        raise error
+      if item is done:
+        return
+      yield item
+  finally:
+    with ready:
+      stop = True
+      ready.notify_all()
+    thread.join()
 
 
 def synthesize(
@@ -634,8 +711,10 @@ def synthesize(
   output = pathlib.Path(output)
   sbs = pathlib.Path(side_by_side) if side_by_side is not None else None
   with contextlib.ExitStack() as stack:
-    writer = stack.enter_context(VideoWriter(output, fps, samples, sr))
-    panel_writer = stack.enter_context(VideoWriter(sbs, fps, samples, sr)) if sbs else None
+    # x264 in processes of their own: in this one it would wait on the GIL held by the paste
+    # threads (EncoderProcess)
+    writer = stack.enter_context(EncoderProcess(output, fps, samples, sr))
+    panel_writer = stack.enter_context(EncoderProcess(sbs, fps, samples, sr)) if sbs else None
 
     def write(f: Frame) -> None:
       writer.write(f.image_hwc)
@@ -644,8 +723,8 @@ def synthesize(
         panels = [real, f.crop_ssc, f.shape_ssc]
         panel_writer.write(labelled_panels(panels, ("real", "generated", "shape render")))
 
-    # The encoder runs in its own thread, at most `ahead` frames behind (bounded memory); an
-    # error there surfaces here at the next frame or at the end.
+    # Frames go to the encoders from a thread of their own, at most `ahead` frames behind
+    # (bounded memory); an error there surfaces here at the next frame or at the end.
     encoder = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1))
     queued: collections.deque = collections.deque()
     ahead = 32

@@ -17,9 +17,14 @@ Recomputation (remat) is not counted, as usual. The peak is the card's dense bf1
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +98,94 @@ def _clip_gflops(config: str, size: int, t: int, dtype: str, vgg: bool) -> dict:
   return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+# kernel name -> kind, first match wins (cuDNN/CUTLASS convolutions, cuBLAS/Triton matmuls,
+# XLA's own fused elementwise/reduction kernels, data movement)
+_KINDS = (
+  ("conv", re.compile(r"conv|fprop|dgrad|wgrad|cudnn|implicit_gemm|winograd", re.I)),
+  ("matmul", re.compile(r"gemm|cublas|nvjet|xmma|matmul|dot", re.I)),
+  ("copy/transpose", re.compile(r"copy|memcpy|memset|transpose|concatenate|slice|pad", re.I)),
+  ("fusion", re.compile(r"fusion|reduce|loop|input|kernel", re.I)),
+)
+
+
+def _kind(name: str) -> str:
+  return next((k for k, pat in _KINDS if pat.search(name)), "other")
+
+
+def summarise_trace(trace_dir: str, steps: int, top: int = 25) -> str:
+  """Where a traced run's device time goes, from the Perfetto trace jax.profiler writes: time per
+  step by kernel kind and for the `top` kernels, and how busy the device was over the span of
+  its kernels (union of kernel intervals on all of its streams / that span). On a CPU backend
+  (no device process) the host's XLA thunks are summarised instead."""
+  files = sorted(glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True))
+  if not files:
+    return f"no trace under {trace_dir}"
+  with gzip.open(files[-1]) as f:
+    data = json.load(f)
+  events = data["traceEvents"] if isinstance(data, dict) else data
+  procs = {e["pid"]: e["args"]["name"] for e in events
+           if e.get("ph") == "M" and e.get("name") == "process_name"}  # fmt: skip
+  device = {p for p, n in procs.items() if re.search(r"/device:(GPU|TPU)", n)}
+  if not device:
+    device = {p for p, n in procs.items() if n.startswith("/host:CPU")}
+  threads = {
+    (e["pid"], e.get("tid")): e["args"]["name"]
+    for e in events
+    if e.get("ph") == "M" and e.get("name") == "thread_name" and e["pid"] in device
+  }
+  # a GPU's process also holds derived lines ("XLA Modules", "XLA Ops") over the same time as
+  # its streams' kernels: kernels are read from the streams, HLO ops from "XLA Ops"
+  streams = {k for k, n in threads.items() if "stream" in n.lower()}
+  ops_line = {k for k, n in threads.items() if n == "XLA Ops"}
+
+  def on(keys):
+    return [e for e in events if e.get("ph") == "X" and e.get("dur")
+            and (e["pid"], e.get("tid")) in keys]  # fmt: skip
+
+  # on a CPU: XLA's kernels, not the Python frames and the executor's own spans around them
+  spans = on(streams) or [
+    e for e in events if e.get("ph") == "X" and e.get("pid") in device and e.get("dur")
+    and not e["name"].startswith(("$", "ThunkExecutor", "np.", "PjitFunction"))
+  ]  # fmt: skip
+  if not spans:
+    return f"no device events in {files[-1]} (processes: {sorted(procs.values())})"
+
+  def table(evs):
+    acc: dict = collections.defaultdict(lambda: [0.0, 0])
+    for e in evs:
+      acc[e["name"]][0] += e["dur"]
+      acc[e["name"]][1] += 1
+    return sorted(acc.items(), key=lambda kv: -kv[1][0])
+
+  by_name = table(spans)
+  by_kind: dict = collections.Counter()
+  for name, (us, _) in by_name:
+    by_kind[_kind(name)] += us
+  busy, end = 0.0, -1.0
+  for e in sorted(spans, key=lambda e: e["ts"]):  # union of intervals
+    s, t = e["ts"], e["ts"] + e["dur"]
+    busy += max(0.0, t - max(s, end))
+    end = max(end, t)
+  span = max(e["ts"] + e["dur"] for e in spans) - min(e["ts"] for e in spans)
+  total = sum(by_kind.values())
+  lines = [
+    f"trace {files[-1]}: {len(spans)} device events over {steps} steps; the device busy "
+    f"{busy / 1e3 / steps:.2f} ms per step of a {span / 1e3 / steps:.2f} ms span "
+    f"({100 * busy / span:.0f} %); kernel time per step {total / 1e3 / steps:.2f} ms:",
+    "  by kind: " + ", ".join(
+      f"{k} {v / 1e3 / steps:.2f} ms ({100 * v / total:.0f} %)" for k, v in by_kind.most_common()
+    ),
+    f"  top {top} kernels (ms per step, launches per step, kind):",
+  ]  # fmt: skip
+  for name, (us, n) in by_name[:top]:
+    lines.append(f"    {us / 1e3 / steps:8.3f} {n / steps:6.1f}  {_kind(name):14s} {name[:110]}")
+  if ops_line:
+    lines.append(f"  top {top} HLO ops (XLA Ops line; ms per step, runs per step):")
+    for name, (us, n) in table(on(ops_line))[:top]:
+      lines.append(f"    {us / 1e3 / steps:8.3f} {n / steps:6.1f}  {name[:110]}")
+  return "\n".join(lines)
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--cpu", action="store_true", help="tiny config, 64², small batches (smoke)")
@@ -103,6 +196,10 @@ def main() -> int:
   ap.add_argument("--train-batches", default=None, help="clips per train step (4,16; cpu 1)")
   ap.add_argument("--no-vgg", dest="vgg", action="store_false")
   ap.add_argument("--steps", type=int, default=3)
+  ap.add_argument(
+    "--trace", default=None, help="profile 2 steps of the largest train batch into this folder "
+    "(default: $OUT/trace when $OUT is set) and print where the device time goes",
+  )  # fmt: skip
   ap.add_argument("--peak-tflops", type=float, default=None)
   ap.add_argument("--count-flops", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
@@ -121,7 +218,8 @@ def main() -> int:
   config = "tiny" if args.cpu else "grid"
   size = args.size or (64 if args.cpu else 256)
   t = args.frames or (4 if args.cpu else 8)
-  batches = [int(b) for b in (args.batches or ("1,2" if args.cpu else "1,8,32")).split(",")]
+  batches = args.batches if args.batches is not None else "1,2" if args.cpu else "1,8,32"
+  batches = [int(b) for b in batches.split(",") if b]  # "": no renderer timings
   train_bs = [int(b) for b in (args.train_batches or ("1" if args.cpu else "4,16")).split(",")]
   dev = jax.devices()[0]
   peak = _peak(dev.device_kind, args.peak_tflops)
@@ -159,14 +257,18 @@ def main() -> int:
 
   cfg.train.seq_len = t
   out["train"] = {}
+  trace_dir = args.trace or (os.environ["OUT"] + "/trace" if os.environ.get("OUT") else None)
   for train_b in train_bs:
+    traced = trace_dir if train_b == max(train_bs) else None
     cfg.train.batch_size = train_b
     with tempfile.TemporaryDirectory(prefix="jaxtalk-device-check-") as tmp:
       write_synthetic_dataset(
         tmp + "/ds", n_clips=2, n_frames=t + 4, size=size,
         expression_dim=cfg.data.expression_dim, audio_window=w, n_mels=f,
       )  # fmt: skip
-      r = bench_train.time_step(cfg, tmp + "/ds", args.steps, 1, args.vgg, random_vgg=True)
+      r = bench_train.time_step(
+        cfg, tmp + "/ds", args.steps, 1, args.vgg, random_vgg=True, trace_dir=traced
+      )
     step_gflop = train_b * clip_step
     tflops = step_gflop / r["step_s"] / 1e3
     mfu = None if peak is None else tflops * 1e12 / peak
@@ -175,6 +277,16 @@ def main() -> int:
     print(f"  train step {size}² {args.dtype} B={train_b} T={t} vgg={args.vgg}: "
           f"{r['step_s']:.3f} s (compile {r['compile_s']:.1f} s), model {step_gflop:.0f} GFLOP "
           f"-> {tflops:.1f} TFLOP/s, MFU {mfu_txt}; {_mem()}", flush=True)  # fmt: skip
+    if traced:
+      try:  # a profile format this does not read must not cost the figures after it
+        print(summarise_trace(traced, steps=r["traced_steps"]), flush=True)
+      except Exception as e:  # noqa: BLE001
+        print(f"  trace summary failed: {type(e).__name__}: {e}", flush=True)
+      for f in glob.glob(f"{traced}/**/*.xplane.pb", recursive=True):
+        os.remove(f)  # the .trace.json.gz holds what is read back; the xplane is 10x larger
+      if os.environ.get("OUT"):  # the device tool returns files at most a few folders deep
+        for f in glob.glob(f"{traced}/**/*.trace.json.gz", recursive=True):
+          shutil.copy(f, f"{os.environ['OUT']}/train_step_b{train_b}.trace.json.gz")
   out["peak_memory"] = _mem()
   print(f"  peak memory: {out['peak_memory']}", flush=True)
   print(json.dumps(out, default=float))

@@ -17,14 +17,22 @@
 #
 # --cpu   a small smoke run of every stage on this machine's CPU with its own environment
 #         (tiny config, 64², batch 1 and 2): checks the script is not dead on arrival.
+# --only STAGES  these stages, in this order (comma-separated; default
+#         timing,pipeline,host,tests): for a second call within a short device budget.
+# --timing-args "ARGS"  passed on to scripts/device_check.py, split on spaces (e.g.
+#         "--batches= --train-batches 32": no renderer timings, the train step at B = 32).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CPU=0
 CLIP=""
+ONLY=timing,pipeline,host,tests
+TIMING_ARGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1 ;;
     --clip) CLIP="$2"; shift ;;
+    --only) ONLY="$2"; shift ;;
+    --timing-args) TIMING_ARGS="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -65,25 +73,68 @@ print('python', __import__('sys').version.split()[0], '| jax', jax.__version__, 
       flax.__version__, '| optax', optax.__version__, '| numpy', numpy.__version__)
 print(jax.devices())"
 
-if [ "$CPU" = 1 ]; then
-  stage "renderer, train step, memory" 600 "$PY" scripts/device_check.py --cpu --steps 1
-  stage "whole pipeline on $CLIP" 300 "$PY" -m jaxtalk.cli bench infer "$CLIP" --configs tiny \
-    --seconds --speed-seconds 1
-else
-  stage "renderer, train step, memory" 240 "$PY" scripts/device_check.py
-  stage "whole pipeline on $CLIP" 150 "$PY" -m jaxtalk.cli bench infer "$CLIP" --configs grid \
-    --seconds --speed-seconds 12 --set model.dtype=bfloat16
-  stage "the host's share of it (renderer stubbed)" 90 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
-    --configs grid --seconds --speed-seconds 12 --host-only
-fi
+# the sharded-step tests need no GPU (8 fake CPU devices under this machine's JAX): they run in
+# the background, on the upper half of the cores where taskset exists, while the GPU is timed,
+# and are joined before the host's work is timed
+BG_PID=""
+BG_LOG=${OUT:-/tmp}/sharded_tests.log
+start_background() {
+  local pin=()
+  if [ "$CPU" = 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 8 ]; then
+    pin=(taskset -c "$(( $(nproc) / 2 ))-$(( $(nproc) - 1 ))")
+  fi
+  (
+    echo "[background, started at $(( $(date +%s) - START )) s] == sharded-step tests (8 fake CPU devices)"
+    timeout 240 env JAX_PLATFORMS=cpu "${pin[@]}" "$PY" -m pytest -q -x -n 2 -p no:cacheprovider \
+      tests/test_train_parallel.py tests/test_models_sharding.py
+    echo $? > "$BG_LOG.rc"
+    echo "[background, ended at $(( $(date +%s) - START )) s]"
+  ) > "$BG_LOG" 2>&1 &
+  BG_PID=$!
+}
+join_background() {  # the CPU tests' log, once they are done
+  [ -n "$BG_PID" ] || return 0
+  wait "$BG_PID"
+  BG_PID=""
+  cat "$BG_LOG"
+  local rc
+  rc=$(cat "$BG_LOG.rc" 2>/dev/null || echo 1)
+  [ "$rc" = 0 ] || { FAILED+=("sharded-step tests (rc $rc)"); stamp "!! sharded-step tests failed"; }
+}
 
-# f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU
-stage "bf16 tests on the default device" 150 env JAX_DEFAULT_MATMUL_PRECISION=highest \
-  "$PY" -m pytest -q -x -p no:cacheprovider \
-  "tests/test_models.py::test_bf16_close_to_f32_with_f32_params" tests/test_fast_layers.py \
-  tests/test_attention.py
-stage "sharded-step tests (8 fake CPU devices)" 150 env JAX_PLATFORMS=cpu "$PY" -m pytest -q -x \
-  -n 2 -p no:cacheprovider tests/test_train_parallel.py tests/test_models_sharding.py
+if [ "$CPU" = 1 ]; then CONFIG=tiny; SECONDS_=1; else CONFIG=grid; SECONDS_=12; fi
+BF16=()
+[ "$CPU" = 1 ] || BF16=(--set model.dtype=bfloat16)
+case ",$ONLY," in *,tests,*) start_background ;; esac
+IFS=, read -r -a STAGES <<< "$ONLY"
+for s in "${STAGES[@]}"; do
+  case "$s" in
+    timing)
+      if [ "$CPU" = 1 ]; then
+        # shellcheck disable=SC2086
+        stage "renderer, train step, memory" 600 "$PY" scripts/device_check.py --cpu --steps 2 $TIMING_ARGS
+      else
+        # shellcheck disable=SC2086
+        stage "renderer, train step, memory" 330 "$PY" scripts/device_check.py $TIMING_ARGS
+      fi ;;
+    pipeline)
+      join_background
+      stage "whole pipeline on $CLIP" 150 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
+        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" "${BF16[@]}" ;;
+    host)
+      join_background
+      stage "the host's share of it (renderer stubbed)" 90 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
+        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" --host-only ;;
+    tests)
+      # f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU
+      stage "bf16 tests on the default device" 150 env JAX_DEFAULT_MATMUL_PRECISION=highest \
+        "$PY" -m pytest -q -x -p no:cacheprovider \
+        "tests/test_models.py::test_bf16_close_to_f32_with_f32_params" tests/test_fast_layers.py \
+        tests/test_attention.py
+      join_background ;;
+    *) echo "unknown stage $s (timing, pipeline, host, tests)" >&2; exit 2 ;;
+  esac
+done
 
 if [ ${#FAILED[@]} -eq 0 ]; then stamp "done: every stage passed"; exit 0; fi
 stamp "done; failed: ${FAILED[*]}"

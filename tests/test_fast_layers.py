@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtalk.models.layers import ConvNormAct, UpConv, leaky_relu, reflect_pad
+from jaxtalk.models import conv as conv_lib
+from jaxtalk.models.layers import ConvNormAct, UpConv, leaky_relu, reflect_pad, reflect_padding
 from jaxtalk.models.renderer import Decoder, Encoder
 
 
@@ -155,6 +156,16 @@ def test_upconv_matches_conv_transpose_and_numpy():
 def test_decoder_and_encoder_match_old_modules():
   _check(Decoder(8, 2), OldDecoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32)))
   _check(Encoder(8, 2), OldEncoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 6)))
+
+
+def test_off_the_cpu_the_reflect_convs_are_built_valid_and_match_old(monkeypatch):
+  # what a GPU traces (conv.on_cpu() False): reflect pad + VALID conv, no SAME-and-crop; the
+  # parameter tree is the same, so checkpoints move between CPU and GPU
+  monkeypatch.setattr(conv_lib, "on_cpu", lambda: False)
+  assert reflect_padding() == "VALID"
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 5))
+  _check(ConvNormAct(6, 7, 1, True), OldConvNormAct(6, 7, 1, True), x)
+  _check(Decoder(8, 2), OldDecoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32)))
 
 
 def test_upconv_bf16_close_to_f32():

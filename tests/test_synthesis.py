@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from jaxtalk.synthesis.paste import feathered_alpha, paste
+from jaxtalk.synthesis.paste import crop_to_frame, feathered_alpha, frame_alpha, paste
 from jaxtalk.synthesis.windows import blend_stream, ping_pong, window_starts, window_weights
 
 
@@ -116,3 +117,23 @@ def cv2_smooth(image):
   import cv2
 
   return cv2.GaussianBlur(image, (0, 0), 4)
+
+
+def test_paste_blend_equals_the_numpy_formula():
+  """paste's compiled blend (`_blend`) gives the bits of the NumPy form it replaced:
+  round(a * gen + (1 - a) * frame) in float32, half to even, where alpha > 0."""
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    frame = rng.integers(0, 256, (120, 160, 3), np.uint8)
+    crop = rng.integers(0, 256, (64, 64, 3), np.uint8)
+    alpha = np.clip(rng.uniform(-0.5, 1.5, (64, 64)), 0, 1).astype(np.float32)
+    alpha[::7] = 0.5  # exact halves: a 0/255 pair blends to x.5, where rounding modes differ
+    box = np.array([rng.uniform(-10, 100), rng.uniform(-10, 60), rng.uniform(30, 90)])
+    gen = cv2.warpAffine(crop, crop_to_frame(box, 64), (160, 120), flags=cv2.INTER_CUBIC,
+                         borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    a = frame_alpha(alpha, box, (120, 160))[..., None]
+    want = frame.copy()
+    blended = a * gen.astype(np.float32) + (1 - a) * frame.astype(np.float32)
+    inside = a[..., 0] > 0
+    want[inside] = np.clip(np.round(blended[inside]), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(paste(frame, crop, alpha, box), want)

@@ -93,8 +93,17 @@ def _vgg_params(cfg, random_weights: bool = False):
 
 
 def time_step(
-  cfg, data_dir: str, steps: int, stage: int, vgg: bool, random_vgg: bool = False
+  cfg,
+  data_dir: str,
+  steps: int,
+  stage: int,
+  vgg: bool,
+  random_vgg: bool = False,
+  trace_dir: str | None = None,
 ) -> dict:
+  """Seconds per train step (best and mean of `steps` after the compiling one). With
+  `trace_dir`, two more steps run under jax.profiler.trace into it (with a Perfetto trace)."""
+  import jax  # noqa: PLC0415
 
   from jaxtalk.data import pipeline as P  # noqa: PLC0415
   from jaxtalk.train import state as S  # noqa: PLC0415
@@ -136,8 +145,14 @@ def time_step(
     state, m = step(state, b, frozen)
     fetch(m)
     times.append(time.perf_counter() - t0)
+  if trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for b in batches[1:3]:
+        state, m = step(state, b, frozen)
+        fetch(m)
   return {
     "compile_s": compile_s,
+    "traced_steps": len(batches[1:3]) if trace_dir else 0,
     "step_s": min(times),
     "mean_s": sum(times) / len(times),
     "g_params": S.param_count(runner.get_state(state).g_params),

@@ -24,6 +24,9 @@ nose, brows) stays visible, so the renderer can copy it from the input.
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 # Jaw 2..14 (left cheek, chin, right cheek), then the nose bottom from right to left.
@@ -46,26 +49,44 @@ def rasterize_polygon(polygon_p2: np.ndarray, size: int) -> np.ndarray:
   The crossing test `px < xint` is counted per row with a difference array instead of for every
   (pixel, edge) pair: pixel u of a row passes it exactly when u < ceil(xint - 0.5), and
   xint - 0.5 is exact in float32 for |xint| < 2**22, so the result is the same bit for bit.
+  Runs in a compiled kernel without the GIL (`_rasterize`).
   """
-  poly = np.asarray(polygon_p2, np.float32)
+  poly = np.ascontiguousarray(polygon_p2, np.float32)
   if poly.ndim != 2 or poly.shape[1] != 2:
     raise ValueError(f"polygon must be (P, 2), got {poly.shape}")
-  xi, yi = poly[:, 0], poly[:, 1]
-  xj, yj = np.roll(xi, -1), np.roll(yi, -1)
-  py = (np.arange(size, dtype=np.float32) + np.float32(0.5))[:, None]  # (S, 1): image rows
-  crosses = (yi > py) != (yj > py)  # (S, P)
-  # Where the edge does not cross the row its intersection is never used; a denominator of 1
-  # there only keeps the division finite.
-  dy = np.where(crosses, yj - yi, np.float32(1.0))
-  xint = xi + (py - yi) * (xj - xi) / dy  # (S, P) float32
-  # Number of pixels u in [0, size) of the row with u + 0.5 < xint.
-  reach = np.clip(np.ceil(np.clip(xint, -1.0, size + 1.0) - np.float32(0.5)), 0, size)
-  rows, edges = np.nonzero(crosses)
-  diff = np.zeros((size, size + 1), np.int32)
-  np.add.at(diff, (rows, np.zeros_like(rows)), 1)
-  np.add.at(diff, (rows, reach[rows, edges].astype(np.int64)), -1)
-  count = np.cumsum(diff[:, :size], axis=1)
-  return (count & 1).astype(np.uint8)
+  out = np.zeros((size, size), np.uint8)
+  _rasterize(poly, out)
+  return out
+
+
+# Compiled without the GIL (as face/render.py's triangles): inference's paste threads rasterise a
+# mask per frame, and the NumPy form of the same counting (crossings per row, np.add.at into a
+# difference array, a cumsum) held the GIL for ~16 % of the host's GIL time on a GPU run. The
+# arithmetic is the module docstring's in float32, in the same order (numba adds no FMA without
+# fastmath), so the result is the same bit for bit (tests/test_mask.py checks against
+# rasterize_polygon_reference).
+@numba.njit(cache=True, nogil=True)
+def _rasterize(poly, out):  # pragma: no cover - compiled
+  size = out.shape[0]
+  p = poly.shape[0]
+  half, lo, hi = np.float32(0.5), np.float32(-1.0), np.float32(size + 1.0)
+  diff = np.zeros(size + 1, np.int32)
+  for y in range(size):
+    py = np.float32(y) + half
+    diff[:] = 0
+    for i in range(p):
+      j = (i + 1) % p
+      xi, yi, xj, yj = poly[i, 0], poly[i, 1], poly[j, 0], poly[j, 1]
+      if (yi > py) != (yj > py):
+        xint = xi + (py - yi) * (xj - xi) / (yj - yi)
+        # pixels u of the row with u + 0.5 < xint: u < ceil(xint - 0.5), exact in float32
+        reach = min(max(math.ceil(min(max(xint, lo), hi) - half), 0), size)
+        diff[0] += 1
+        diff[reach] -= 1
+    count = 0
+    for u in range(size):
+      count += diff[u]
+      out[y, u] = count & 1
 
 
 def rasterize_polygon_reference(polygon_p2: np.ndarray, size: int) -> np.ndarray:

@@ -8,11 +8,16 @@ names the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fractions
 import os
 import pathlib
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
+from multiprocessing.connection import Connection
 
 import av
 import numpy as np
@@ -195,6 +200,141 @@ class VideoWriter:
     self.close()
 
 
+def _encoder_main(inbox: Connection, outbox: Connection) -> None:
+  """EncoderProcess's child: VideoWriter arguments, then frames, from `inbox` into a VideoWriter.
+  A failure is reported on `outbox` at once; the child then keeps reading (and dropping) frames
+  until the parent closes, so the parent never blocks on a full pipe. Its last message is the
+  outcome: ("done", frames) or ("error", exception)."""
+  error: BaseException | None = None
+  writer = None
+
+  def fail(e: BaseException) -> None:
+    nonlocal error
+    if error is None:
+      error = e
+      outbox.send(("error", _picklable(e)))
+
+  try:
+    writer = VideoWriter(*inbox.recv())
+  except BaseException as e:  # noqa: BLE001
+    fail(e)
+  while True:
+    try:
+      shape = inbox.recv()
+      data = None if shape is None else inbox.recv_bytes()
+    except EOFError:  # the parent is gone (killed, interrupted): keep what was written
+      break
+    if shape is None:
+      break
+    if error is None:
+      try:
+        writer.write(np.frombuffer(data, np.uint8).reshape(shape))
+      except BaseException as e:  # noqa: BLE001
+        fail(e)
+  if writer is not None:
+    try:
+      writer.close()
+    except BaseException as e:  # noqa: BLE001
+      fail(e)
+  with contextlib.suppress(OSError):  # the parent may have taken the early report, or be gone
+    outbox.send(("error", _picklable(error)) if error is not None else ("done", writer.frames))
+
+
+def _picklable(e: BaseException) -> BaseException:
+  """`e` itself when it survives pickling (to reach the parent), else its text."""
+  try:
+    pickle.loads(pickle.dumps(e))
+    return e
+  except Exception:  # noqa: BLE001
+    return RuntimeError(f"{type(e).__name__}: {e}")
+
+
+class EncoderProcess:
+  """A VideoWriter in a process of its own: the same file, byte for byte, without the encoder
+  sharing a GIL with the caller's threads.
+
+  In-process, PyAV gives up and retakes the GIL several times per frame (colour conversion,
+  x264, muxing); beside threads that hold it (inference's paste workers and renderer dispatch),
+  each retake waits for a switch interval: measured here, a 1-thread x264 encode fell from 60
+  to 14 frames/s beside one spinning Python thread. Frames travel through a pipe (a 450x450
+  frame is 0.6 MB) while the child encodes; the pipe's small buffer bounds how far ahead the
+  parent gets. The child is a fresh interpreter (`python -m jaxtalk.io.video`), not a fork of
+  a process that runs JAX's threads, and it does not re-import the caller's main script as
+  multiprocessing's spawn would. An error in the child is raised here at the next `write` or
+  at `close`."""
+
+  def __init__(
+    self,
+    path: str | os.PathLike,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
+    crf: int = 18,
+  ) -> None:
+    if audio is not None and sample_rate is None:
+      raise ValueError("sample_rate is required with audio")
+    self.path = pathlib.Path(path)
+    self.frames = 0
+    self._closed = False
+    from_parent, to_child = os.pipe()  # (read end, write end)
+    from_child, to_parent = os.pipe()
+    root = str(pathlib.Path(__file__).resolve().parents[2])  # the folder holding jaxtalk/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "jaxtalk.io.video", str(from_parent), str(to_parent)]
+    self._proc = subprocess.Popen(cmd, pass_fds=(from_parent, to_parent), env=env)
+    os.close(from_parent)
+    os.close(to_parent)
+    self._outbox = Connection(to_child, readable=False)
+    self._inbox = Connection(from_child, writable=False)
+    self._outbox.send((str(self.path), fps, audio, sample_rate, crf))
+
+  def _failed(self, outcome: tuple | None = None) -> BaseException:
+    if outcome is None:
+      code = self._proc.poll()
+      return RuntimeError(f"{self.path}: the video encoder process stopped (exit code {code})")
+    return outcome[1]
+
+  def write(self, frame_hwc: np.ndarray) -> None:
+    frame_hwc = np.ascontiguousarray(frame_hwc, dtype=np.uint8)
+    try:
+      # the child only speaks early to report a failure (or is gone: end of file)
+      report = self._inbox.recv() if self._inbox.poll() else None
+      if report is None:
+        self._outbox.send(frame_hwc.shape)
+        self._outbox.send_bytes(frame_hwc.reshape(-1))  # 1-D: its length is its bytes
+    except (OSError, EOFError) as e:  # BrokenPipeError, EOFError: the child is gone
+      raise self._failed() from e
+    if report is not None:
+      raise self._failed(report)
+    self.frames += 1
+
+  def close(self) -> None:
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self._outbox.send(None)
+      outcome = self._inbox.recv()
+    except (OSError, EOFError) as e:
+      raise self._failed() from e
+    finally:
+      self._outbox.close()
+      self._inbox.close()
+      self._proc.wait()
+    if outcome[0] == "error":
+      raise self._failed(outcome)
+
+  def __enter__(self) -> EncoderProcess:
+    return self
+
+  def __exit__(self, exc_type, *exc) -> None:
+    if exc_type is None:
+      self.close()
+      return
+    with contextlib.suppress(Exception):  # the error on its way out says what went wrong
+      self.close()
+
+
 def write_video(
   path: str | os.PathLike,
   frames_thwc: Iterable[np.ndarray],
@@ -208,3 +348,9 @@ def write_video(
     for frame_hwc in frames_thwc:
       writer.write(frame_hwc)
   return writer.frames
+
+
+if __name__ == "__main__":  # EncoderProcess's child: python -m jaxtalk.io.video IN_FD OUT_FD
+  _encoder_main(
+    Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+  )

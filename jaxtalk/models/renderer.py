@@ -37,6 +37,7 @@ from jaxtalk.models.layers import (
   constrain,
   leaky_relu,
   reflect_conv,
+  reflect_padding,
 )
 
 
@@ -194,7 +195,7 @@ class Decoder(nn.Module):
       x_nhwc = UpConv(self.base_channels * 2**i, self.dtype, name=f"ConvTranspose_{k}")(x_nhwc)
       x_nhwc = nn.InstanceNorm(epsilon=1e-5, dtype=self.dtype)(x_nhwc)
       x_nhwc = leaky_relu(x_nhwc)
-    out = nn.Conv(3, (7, 7), padding="SAME", dtype=self.dtype, conv_general_dilated=conv)
+    out = nn.Conv(3, (7, 7), padding=reflect_padding(), dtype=self.dtype, conv_general_dilated=conv)
     x_nhwc = reflect_conv(out, x_nhwc, 3)
     return jnp.tanh(x_nhwc)
 

@@ -15,6 +15,7 @@ and 39 % with bicubic (at 256²: 50 % vs 65 %; `python scripts/sharpness_ceiling
 from __future__ import annotations
 
 import cv2
+import numba
 import numpy as np
 
 from jaxtalk.face.mask import rasterize_polygon
@@ -62,12 +63,8 @@ def paste(
   m = crop_to_frame(box, crop_hwc.shape[0])
   gen = cv2.warpAffine(crop_hwc, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
   a = frame_alpha(alpha_hw, box, (h, w))
-  out = frame_hwc.copy()
-  inside = a > 0
-  blended = a[..., None] * gen.astype(np.float32) + (1 - a[..., None]) * frame_hwc.astype(
-    np.float32
-  )
-  out[inside] = np.clip(np.round(blended[inside]), 0, 255).astype(np.uint8)
+  out = np.ascontiguousarray(frame_hwc, np.uint8).copy()
+  _blend(a, np.ascontiguousarray(gen, np.uint8), out)
   return out
 
 
@@ -85,30 +82,65 @@ def polygon_alpha(polygon_p2: np.ndarray, size: int, grow: int, blur: int) -> np
   one moves exactly as much as the polygon does. Pixels at d >= grow - blur // 2 + blur / 2 get
   alpha 0 exactly, so `paste` leaves them bit-identical to the background.
   """
-  poly = np.asarray(polygon_p2, np.float64)
+  poly = np.ascontiguousarray(polygon_p2, np.float64)
   alpha = np.zeros((size, size), np.float32)
   core = grow - blur // 2  # alpha = clip(0.5 + (core - d) / blur): 0 where d >= core + blur / 2
   # Only pixels within that reach of the polygon can be nonzero: the distances are computed in
-  # the polygon's bounding box grown by it (a small part of the crop), edge by edge with a
-  # running minimum of the squared distance (no (pixels, edges, 2) temporary). ~10x faster at
-  # 256², so the paste keeps up with an accelerator's renderer; same formula, values equal to
-  # float rounding (tests/test_stability.py checks against the whole-crop brute force).
+  # the polygon's bounding box grown by it (a small part of the crop), pixel by pixel with a
+  # running minimum over the edges, in a compiled kernel without the GIL (`_distance2`): ~10x
+  # faster at 256² than the whole crop, so the paste keeps up with an accelerator's renderer;
+  # same formula, values equal to float rounding (tests/test_stability.py checks against the
+  # whole-crop brute force).
   reach = core + max(blur, 1) / 2 + 1
   lo = np.maximum(np.floor(poly.min(0) - reach), 0).astype(int)
   hi = np.minimum(np.ceil(poly.max(0) + reach) + 1, size).astype(int)
   if (hi <= lo).any():
     return alpha
-  xs = np.arange(lo[0], hi[0], dtype=np.float64) + 0.5
-  ys = np.arange(lo[1], hi[1], dtype=np.float64) + 0.5
-  px, py = np.meshgrid(xs, ys, indexing="xy")
-  d2 = np.full(px.shape, np.inf)
-  for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
-    ex, ey = bx - ax, by - ay
-    t = np.clip(((px - ax) * ex + (py - ay) * ey) / max(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
-    np.minimum(d2, (px - (ax + t * ex)) ** 2 + (py - (ay + t * ey)) ** 2, out=d2)
+  d2 = np.empty((hi[1] - lo[1], hi[0] - lo[0]), np.float64)
+  _distance2(poly, int(lo[0]), int(lo[1]), d2)
   inside = rasterize_polygon(polygon_p2, size)[lo[1] : hi[1], lo[0] : hi[0]].astype(bool)
   dist = np.sqrt(d2)
   d = np.where(inside, -dist, dist)
   part = 0.5 + (core - d) / max(blur, 1)
   alpha[lo[1] : hi[1], lo[0] : hi[0]] = np.clip(part, 0.0, 1.0)
   return alpha
+
+
+# Without the GIL: inference pastes on many threads. As a NumPy loop over the edges (a dozen
+# array temporaries per edge) it held the GIL for ~35 % of the host's GIL time, the largest
+# share, on the GPU run where the host bounds the pipeline (docs/benchmarks.md).
+@numba.njit(cache=True, nogil=True)
+def _distance2(poly, x0, y0, d2):  # pragma: no cover - compiled
+  """d2[r, c] = the squared distance from pixel centre (x0 + c + 0.5, y0 + r + 0.5) to the
+  closed polygon's nearest edge (segment), float64."""
+  p = poly.shape[0]
+  for r in range(d2.shape[0]):
+    py = y0 + r + 0.5
+    for c in range(d2.shape[1]):
+      px = x0 + c + 0.5
+      best = np.inf
+      for i in range(p):
+        ax, ay = poly[i, 0], poly[i, 1]
+        j = (i + 1) % p
+        ex, ey = poly[j, 0] - ax, poly[j, 1] - ay
+        t = ((px - ax) * ex + (py - ay) * ey) / max(ex * ex + ey * ey, 1e-12)
+        t = min(max(t, 0.0), 1.0)
+        dx, dy = px - (ax + t * ex), py - (ay + t * ey)
+        best = min(best, dx * dx + dy * dy)
+      d2[r, c] = best
+
+
+# Without the GIL, as _distance2: NumPy's boolean-mask gather and scatter of the blended pixels
+# held it (~10 % of the host's GIL time). Same float32 arithmetic in the same order as
+# `a * gen + (1 - a) * frame`, rounded half to even as np.round, then clipped.
+@numba.njit(cache=True, nogil=True)
+def _blend(a, gen, out):  # pragma: no cover - compiled
+  """out = round(a * gen + (1 - a) * out) where a > 0 (uint8 images, float32 alpha)."""
+  one = np.float32(1.0)
+  for y in range(out.shape[0]):
+    for x in range(out.shape[1]):
+      w = a[y, x]
+      if w > 0:
+        for k in range(out.shape[2]):
+          v = w * np.float32(gen[y, x, k]) + (one - w) * np.float32(out[y, x, k])
+          out[y, x, k] = min(max(np.rint(v), np.float32(0.0)), np.float32(255.0))

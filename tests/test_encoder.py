@@ -1,0 +1,90 @@
+"""The encoder in a process of its own (io.video.EncoderProcess) and the render read-ahead
+(infer.read_ahead) that let inference's host work overlap."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from jaxtalk.infer import read_ahead
+from jaxtalk.io.video import EncoderProcess, VideoWriter, read_frames
+
+
+def _frames(n=12, h=37, w=45):
+  rng = np.random.default_rng(0)
+  base = rng.integers(0, 256, (h, w, 3), np.uint8)
+  return [np.roll(base, 2 * t, axis=1) for t in range(n)]  # moving content: P/B frames differ
+
+
+def test_encoder_process_writes_the_same_bytes_as_videowriter(tmp_path):
+  frames = _frames()  # odd sizes: the writer's padding to even sizes is exercised too
+  audio = np.random.default_rng(1).normal(0, 0.1, 8000).astype(np.float32)
+  with VideoWriter(tmp_path / "here.mp4", 25, audio, 16000) as here:
+    for f in frames:
+      here.write(f)
+  with EncoderProcess(tmp_path / "there.mp4", 25, audio, 16000) as there:
+    for f in frames:
+      there.write(f)
+  assert there.frames == here.frames == len(frames)
+  assert (tmp_path / "there.mp4").read_bytes() == (tmp_path / "here.mp4").read_bytes()
+  assert read_frames(tmp_path / "there.mp4").shape == (len(frames), 38, 46, 3)
+
+
+def test_a_failure_in_the_encoder_process_is_raised_here(tmp_path):
+  # A frame larger than the first cannot go into the stream (the child's VideoWriter fails on
+  # it); the parent must get that error, at a later write or at close, and not hang on the pipe.
+  frames = _frames(4) + [np.zeros((80, 80, 3), np.uint8)] + _frames(40)
+  with pytest.raises(ValueError):
+    with EncoderProcess(tmp_path / "x.mp4", 25) as w:
+      for f in frames:
+        w.write(f)
+
+
+def test_an_encoder_process_that_died_is_a_clear_error(tmp_path):
+  w = EncoderProcess(tmp_path / "x.mp4", 25)
+  w.write(_frames(1)[0])
+  w._proc.kill()
+  w._proc.wait()
+  with pytest.raises(RuntimeError, match="encoder process stopped"):
+    for f in _frames(200):  # the pipe's buffer takes the first few
+      w.write(f)
+  with pytest.raises(RuntimeError, match="encoder process stopped"):
+    w.close()
+
+
+def test_read_ahead_gives_the_items_in_order_and_the_producers_error_after_them():
+  def items():
+    yield from range(7)
+    raise KeyError("boom")
+
+  got = []
+  with pytest.raises(KeyError, match="boom"):
+    for x in read_ahead(items(), depth=3):
+      got.append(x)
+  assert got == list(range(7))
+  assert list(read_ahead(iter(range(50)), depth=4)) == list(range(50))
+
+
+def test_read_ahead_runs_at_most_depth_ahead_and_stops_when_closed():
+  made = []
+  producer = []
+
+  def items():
+    producer.append(threading.current_thread())
+    for i in range(1000):
+      made.append(i)
+      yield i
+
+  it = read_ahead(items(), depth=5)
+  assert next(it) == 0
+  for _ in range(100):  # let the producer fill its queue
+    if len(made) >= 7:
+      break
+    threading.Event().wait(0.01)
+  # one handed on, 5 queued, and the one waiting for room
+  assert len(made) <= 1 + 5 + 1
+  assert producer[0] is not threading.current_thread()
+  it.close()
+  n = len(made)
+  threading.Event().wait(0.05)
+  assert len(made) == n and not producer[0].is_alive()
