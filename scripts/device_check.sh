@@ -3,17 +3,19 @@
 # package registry (its python3 already has CUDA JAX, flax, optax, orbax, numpy, scipy, opencv):
 #   1. what is there (GPU, driver, package versions);
 #   2. renderer frames/s at 256² bf16 for batch 1, 8, 32 (renderer alone), the paper-config
-#      train step time and its MFU, peak device memory (scripts/device_check.py);
+#      train step time and its MFU at B = 4 and 16, peak device memory, and a profile of the
+#      B = 16 step: device time by kernel kind, the top kernels, the trace in $OUT
+#      (scripts/device_check.py);
 #   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
 #      its host-side work alone (--host-only: the renderer stubbed);
-#   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on that
-#      machine's 16 cores under its JAX).
+#   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on half of
+#      that machine's 16 cores under its JAX, in the background while stage 2 runs).
 # Each stage has its own time limit and a failure does not stop the next; the log is tee'd to
 # $OUT/device_check.log when $OUT is set. Prepare once here: scripts/device_prepare.sh (wheels
 # in .whl/, the clip and its landmark track in .devcache/), then call the device with
 # carry [".whl", ".devcache"] and the command `bash scripts/device_check.sh`.
 #
-#   scripts/device_check.sh [--cpu] [--clip VIDEO]
+#   scripts/device_check.sh [--cpu] [--clip VIDEO] [--only STAGES] [--timing-args "ARGS"]
 #
 # --cpu   a small smoke run of every stage on this machine's CPU with its own environment
 #         (tiny config, 64², batch 1 and 2): checks the script is not dead on arrival.
