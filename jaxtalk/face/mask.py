@@ -61,7 +61,8 @@ def rasterize_polygon(polygon_p2: np.ndarray, size: int) -> np.ndarray:
 
 # Compiled without the GIL (as face/render.py's triangles): inference's paste threads rasterise a
 # mask per frame, and the NumPy form of the same counting (crossings per row, np.add.at into a
-# difference array, a cumsum) held the GIL for ~16 % of the host's GIL time on a GPU run. The
+# difference array, a cumsum) held the GIL for ~16 % of the host's GIL time (py-spy --gil,
+# scripts/host_gil_share.py; the GIL bounds inference on a GPU machine). The
 # arithmetic is the module docstring's in float32, in the same order (numba adds no FMA without
 # fastmath), so the result is the same bit for bit (tests/test_mask.py checks against
 # rasterize_polygon_reference).

@@ -108,7 +108,8 @@ def polygon_alpha(polygon_p2: np.ndarray, size: int, grow: int, blur: int) -> np
 
 # Without the GIL: inference pastes on many threads. As a NumPy loop over the edges (a dozen
 # array temporaries per edge) it held the GIL for ~35 % of the host's GIL time, the largest
-# share, on the GPU run where the host bounds the pipeline (docs/benchmarks.md).
+# share (py-spy --gil, scripts/host_gil_share.py; the GIL bounds inference on a GPU machine,
+# docs/benchmarks.md).
 @numba.njit(cache=True, nogil=True)
 def _distance2(poly, x0, y0, d2):  # pragma: no cover - compiled
   """d2[r, c] = the squared distance from pixel centre (x0 + c + 0.5, y0 + r + 0.5) to the
