@@ -51,12 +51,9 @@ def main() -> None:
                               generate=bench_infer._background_crops, progress=False)  # fmt: skip
 
     once()  # warm: numba kernels, the encoder's first start
-    t0 = time.perf_counter()
-    frames = sum(once().frames for _ in range(args.repeats))
-    estimate = time.perf_counter() - t0  # the sampled window must cover the timed runs
     spy = subprocess.Popen(
       [args.py_spy, "record", "--gil", "--nonblocking", "-r", str(RATE), "-f", "raw",
-       "-p", str(os.getpid()), "-d", str(int(estimate * 3) + 5), "-o", raw],
+       "-p", str(os.getpid()), "-o", raw],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(1.0)  # py-spy attaches

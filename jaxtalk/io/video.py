@@ -279,7 +279,8 @@ class EncoderProcess:
     from_parent, to_child = os.pipe()  # (read end, write end)
     from_child, to_parent = os.pipe()
     root = str(pathlib.Path(__file__).resolve().parents[2])  # the folder holding jaxtalk/
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    path_entries = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path_entries)}  # no empty entry: no cwd
     cmd = [sys.executable, "-m", "jaxtalk.io.video", str(from_parent), str(to_parent)]
     self._proc = subprocess.Popen(cmd, pass_fds=(from_parent, to_parent), env=env)
     os.close(from_parent)
