@@ -198,3 +198,20 @@ def test_winograd_only_where_it_pays():
   k = jnp.ones((3, 3, 256, 256), jnp.bfloat16)
   fn = jax.jit(lambda x, k: C.conv(x, k, (1, 1), "SAME", dimension_numbers=DN))
   assert "convolution(" in fn.lower(x, k).compile().as_text()
+
+
+def test_winograd_transposed_transforms_are_the_adjoints():
+  # the weight gradient's own transposes of the output and kernel transforms: <A p, g> = <p, A^T g>
+  # for random p and g (float64 sums of float32 products), the property jax.linear_transpose had
+  n, th, tw, f, c = 2, 3, 4, 5, 7
+  keys = jax.random.split(jax.random.PRNGKey(3), 4)
+  p = jax.random.normal(keys[0], (36, n * th * tw, f))
+  g = jax.random.normal(keys[1], (n, 4 * th, 4 * tw, f))
+  lhs = np.vdot(np.asarray(C._output_tiles(p, n, th, tw), np.float64), np.asarray(g, np.float64))
+  rhs = np.vdot(np.asarray(p, np.float64), np.asarray(C._output_tiles_t(g, th, tw), np.float64))
+  np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
+  k = jax.random.normal(keys[2], (3, 3, c, f))
+  u = jax.random.normal(keys[3], (36, c, f))
+  lhs = np.vdot(np.asarray(C._kernel_tiles(k), np.float64), np.asarray(u, np.float64))
+  rhs = np.vdot(np.asarray(k, np.float64), np.asarray(C._kernel_tiles_t(u), np.float64))
+  np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
