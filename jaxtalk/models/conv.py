@@ -15,7 +15,8 @@ fast, on the CPU only (other backends keep XLA's own gradients; `on_cpu`):
   tap (a, b) of the kernel is `xp_rows[a Wp + b : a Wp + b + L]^T @ g_rows`: each tap is a
   *contiguous* row shift (the rows that wrap past an image's right edge or into the next image
   meet zeros of g), so each tap is one matrix product on a row range of x (no im2col; XLA
-  still copies each range, a contiguous copy, before its product); where
+  still copies each range, a contiguous copy, before its product: when g has fewer channels, g
+  is the one shifted, a smaller copy); where
   one side has few channels (the first and last convs), the shifted copies of that side are
   stacked instead (im2col, channel-major, in blocks of at most `COLS_BYTES`) and one product
   per block reads the wide side once;
@@ -139,8 +140,15 @@ def weight_grad_valid(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -
   g_lf = jnp.pad(g_nhwf, ((0, 0), (0, hp - ho), (0, wp - wo), (0, 0))).reshape(rows, f)[:used]
   x_lc = xp_nhwc.reshape(rows, c)
   if min(c, f) >= MIN_CHANNELS_PER_TAP:
-    # one matrix product per tap on a contiguous row range of x (no im2col)
-    taps = [jnp.einsum("lc,lf->cf", x_lc[o : o + used], g_lf) for o in offsets]
+    # one matrix product per tap on a contiguous row range (no im2col). Each shifted operand is
+    # a copy, so the narrower side is the one shifted: x's rows o.. against g, or all of x
+    # against g moved down by o rows (x row m meets g row m - o; zeros elsewhere)
+    if f < c:
+      taps = [
+        jnp.einsum("lc,lf->cf", x_lc, jnp.pad(g_lf, ((o, extra - o), (0, 0)))) for o in offsets
+      ]
+    else:
+      taps = [jnp.einsum("lc,lf->cf", x_lc[o : o + used], g_lf) for o in offsets]
     return jnp.stack(taps).reshape(kh, kw, c, f)
   # few channels on one side: per-tap products would be thin and re-read the wide side once
   # per tap, so the narrow side's shifted copies are stacked channel-major (im2col) and one
