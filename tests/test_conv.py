@@ -74,8 +74,8 @@ def _numpy_weight_grad(x, g, kernel, stride, pads):
 
 @pytest.mark.parametrize("c,f,stride", [(40, 33, 1), (3, 64, 1), (64, 3, 1), (5, 64, 2)])
 def test_weight_gradient_against_numpy_definition(c, f, stride, monkeypatch):
-  # a small im2col block size, so the block loop runs several times
-  monkeypatch.setattr(C, "COLS_BYTES", 4096)
+  # a small im2col chunk, so the loop over chunks of rows runs several times (with a ragged end)
+  monkeypatch.setattr(C, "CHUNK_BYTES", 4096)
   kernel, pads = (3, ((1, 1), (1, 1))) if stride == 1 else (4, ((1, 1), (1, 1)))
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 9, c))
   k = jax.random.normal(jax.random.PRNGKey(2), (kernel, kernel, c, f))
