@@ -3,6 +3,7 @@
 same inputs, alternating; also checks that both give the same numbers.
 
     python scripts/conv_grad_bench.py [--frames 8] [--size 128] [--repeats 3]
+                                      [--baseline OLD_CHECKOUT] [--only NAME,NAME]
 
 The layers are the paper config's (configs/grid.py) at a `--size` crop, with `--frames` frames:
 encoder 7x7 6->64 (reflect-padded map), the two 4x4 stride-2 downsamplers, a bottleneck 3x3
@@ -11,12 +12,16 @@ and the PatchGAN's first 4x4 stride-2 conv; then VGG16's 3x3 convs at each width
 which jaxtalk runs as Winograd. The bottleneck row compares the two forms each side runs: XLA's
 SAME conv of the reflect-padded map cropped by one pixel (the fast form for XLA's own kernels)
 and jaxtalk's VALID conv of the same map (Winograd). Prints seconds (best of --repeats after a
-compiling call) and the speed-up of each part.
+compiling call) and the speed-up of each part. --baseline times an older checkout's
+models/conv.py too (loaded from its file, same process, same inputs), for a before/after;
+--only keeps the layers whose name contains one of the given strings.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -58,13 +63,27 @@ def main() -> int:
   ap.add_argument("--size", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--base", type=int, default=64, help="renderer base channels (tiny, cpu: 8)")
+  ap.add_argument("--baseline", type=pathlib.Path, default=None, help="older checkout to time")
+  ap.add_argument("--only", default="", help="layers whose name contains one of these (a,b)")
   args = ap.parse_args()
+  old_conv = None
+  if args.baseline is not None:
+    spec = importlib.util.spec_from_file_location(
+      "baseline_conv", args.baseline / "jaxtalk" / "models" / "conv.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old_conv = module.conv
+  only = [s for s in args.only.split(",") if s]
   print(
     f"# {jax.devices()[0].device_kind}, {args.frames} frames, crop {args.size}, base {args.base}"
   )
-  print("| layer | XLA fwd / dx / dw s | jaxtalk fwd / dx / dw s | fwd, dx, dw speed-up |")
-  print("|---|---|---|---|")
+  extra = " baseline fwd / dx / dw s |" if old_conv else ""
+  print(f"| layer | XLA fwd / dx / dw s | jaxtalk fwd / dx / dw s | fwd, dx, dw speed-up |{extra}")
+  print("|---|---|---|---|" + ("---|" if old_conv else ""))
   for name, h, k, s, c, f, pad, crop, pad_ours in layers(args.size, args.base):
+    if only and not any(o in name for o in only):
+      continue
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, (args.frames, h, h, c))
     w = jax.random.normal(kk, (k, k, c, f)) * 0.05
@@ -76,6 +95,9 @@ def main() -> int:
     def ours(x, w, s=s, pad=pad_ours):
       return conv(x, w, (s, s), pad, dimension_numbers=DN)
 
+    def baseline(x, w, s=s, pad=pad_ours):
+      return old_conv(x, w, (s, s), pad, dimension_numbers=DN)
+
     g = jax.random.normal(kg, xla(x, w).shape)
     ref = jax.jit(lambda x, w, g: jax.vjp(xla, x, w)[1](g))(x, w, g)
     got = jax.jit(lambda x, w, g: jax.vjp(ours, x, w)[1](g))(x, w, g)
@@ -83,7 +105,9 @@ def main() -> int:
       scale = float(jnp.max(jnp.abs(b)))
       np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-4)
     row = {}
-    for label, fn in (("xla", xla), ("ours", ours)):
+    for label, fn in (("xla", xla), ("ours", ours), ("baseline", baseline)):
+      if label == "baseline" and old_conv is None:
+        continue
       row[label] = (
         _best(fn, (x, w), args.repeats),
         _best(
@@ -96,7 +120,8 @@ def main() -> int:
     a, b = row["xla"], row["ours"]
     print(
       f"| {name} | {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f} | {b[0]:.3f} / {b[1]:.3f} / {b[2]:.3f} |"
-      f" {a[0] / b[0]:.1f}x, {a[1] / b[1]:.1f}x, {a[2] / b[2]:.1f}x |",
+      f" {a[0] / b[0]:.1f}x, {a[1] / b[1]:.1f}x, {a[2] / b[2]:.1f}x |"
+      + (" {:.3f} / {:.3f} / {:.3f} |".format(*row["baseline"]) if old_conv else ""),
       flush=True,
     )
   return 0
