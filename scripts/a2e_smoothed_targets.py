@@ -21,12 +21,12 @@ import scipy.ndimage
 
 from jaxtalk.cli import main as jaxtalk_main
 from jaxtalk.data import dataset as dataset_lib
+from jaxtalk.data.dataset import Dataset
 from jaxtalk.data.pipeline import open_data
 from jaxtalk.metrics.articulation import mouth_aperture
 
 
-def aperture_autocorr(path: str) -> None:
-  ds = open_data(path)
+def aperture_autocorr(ds: Dataset) -> None:
   fm, size = ds.face_model(), ds.image_size
   for name in ds.clip_names:
     c = ds.clip(name)
@@ -40,8 +40,9 @@ def aperture_autocorr(path: str) -> None:
 
 def main() -> int:
   sigma, path = float(sys.argv[1]), sys.argv[2]
-  aperture_autocorr(path)
-  train = {name: open_data(path).train_frames(name) for name in open_data(path).clip_names}
+  ds = open_data(path)
+  aperture_autocorr(ds)
+  train = {name: ds.train_frames(name) for name in ds.clip_names}
   read = dataset_lib.Clip.__getitem__
 
   def smoothed(self, field):
