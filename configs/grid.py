@@ -136,6 +136,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.lambda_rec = 20.0
   c.train.lambda_adv = 1.0
   c.train.mouth_weight = 2.0
+  # > 0: training windows where the mouth moves drawn more often, 1 + round(k * motion / mean)
+  # times (jaxtalk.data.pipeline.mouth_motion_repeats; docs/benchmarks.md, issue 13)
+  c.train.mouth_oversample = 0.0
   c.train.vgg_weights = ""  # path to a converted or torchvision VGG19 file; "" = no perceptual
   c.train.erosion = True
   c.train.erosion_expr_noise = 0.1

@@ -178,3 +178,38 @@ def test_worker_processes_give_the_same_batches(dataset):
   finally:
     again.close()
   assert all(np.array_equal(x, y) for x, y in zip(want[3:], tail, strict=True))
+
+
+def test_mouth_oversample_repeats_windows_by_their_mouth_motion(tmp_path):
+  # one 10-frame clip whose lips (hand-placed: corners 10 px apart, inner lips g px apart) open
+  # to 5 px in frames 6-7 only: aperture 0.5 there, 0 elsewhere
+  root = write_synthetic_dataset(tmp_path / "ds", n_clips=1, n_frames=10, size=16,
+                                 expression_dim=6, n_points=8)  # fmt: skip
+  lm = np.zeros((10, 68, 2), np.float32)
+  lm[:, 54, 0] = 10.0
+  gap = np.array([0, 0, 0, 0, 0, 0, 5, 5, 0, 0], np.float32)
+  for _, lower in ((61, 67), (62, 66), (63, 65)):
+    lm[:, lower, 1] = gap
+  np.save(root / "clips" / "clip000" / "landmarks.npy", lm)
+  ds = P.open_data(root)
+  segs, _, _ = P.split_segments(P.list_clips(ds), 0.0, T)
+  src = P.WindowSource(ds, segs, T)
+  # windows start at frames 0-6; those starting at 3-6 hold an opening (range 0.5), the mean
+  # range is 4 * 0.5 / 7, so they repeat 1 + round(0.5 / (2 / 7)) = 1 + round(1.75) = 3 times
+  assert P.mouth_motion_repeats(src, 1.0).tolist() == [1, 1, 1, 3, 3, 3, 3]
+  assert P.mouth_motion_repeats(src, 2.0).tolist() == [1, 1, 1, 5, 5, 5, 5]  # 1 + round(3.5)
+  assert P.mouth_motion_repeats(src, 0.0).tolist() == [1] * 7
+  with pytest.raises(ValueError):
+    P.mouth_motion_repeats(src, -1.0)
+
+  repeats = P.mouth_motion_repeats(src, 1.0)
+  rep = P.WindowSource(ds, segs, T, repeats=repeats)
+  assert len(rep) == 15 and rep.num_windows == 7
+  assert [rep.locate(i)[1] for i in range(15)] == [0, 1, 2] + [3] * 3 + [4] * 3 + [5] * 3 + [6] * 3
+  # one epoch of the shuffled stream (15 elements, batches of 3) draws window w repeats[w] times
+  ids = _frame_ids(ds)
+  it = iter(P.train_dataset(rep, global_batch=3, seed=0))
+  starts = [ids[w[0].tobytes()][1] for _ in range(5) for w in next(it)["frames"]]
+  assert np.bincount(starts, minlength=7).tolist() == repeats.tolist()
+  with pytest.raises(ValueError):
+    P.WindowSource(ds, segs, T, repeats=[1] * 6)

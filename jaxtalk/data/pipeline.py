@@ -38,6 +38,7 @@ import grain
 import numpy as np
 
 from jaxtalk.data.dataset import CLIPS_DIR, Dataset, DatasetError, open_dataset
+from jaxtalk.metrics.articulation import mouth_aperture
 
 RENDERER_KEYS = ("frames", "shape", "mask", "mask_points", "expression", "audio")
 A2E_KEYS = ("audio", "expression")
@@ -185,9 +186,11 @@ class WindowSource:
   """Random-access source of windows: element i is the i-th (segment, start) pair.
 
   Windows start every `stride` frames and end inside their segment, so none crosses a clip
-  boundary (or the train/validation cut). The Dataset opens memmaps lazily per process and
-  pickles without them, so the source goes cheaply to Grain worker processes (which then share
-  the page cache).
+  boundary (or the train/validation cut). `repeats` (one count >= 1 per window, optional) makes
+  window w appear repeats[w] times, consecutively, so a shuffled stream draws it that much more
+  often (`mouth_motion_repeats`). The Dataset opens memmaps lazily per process and pickles
+  without them, so the source goes cheaply to Grain worker processes (which then share the page
+  cache).
   """
 
   def __init__(
@@ -197,6 +200,7 @@ class WindowSource:
     seq_len: int,
     keys: Sequence[str] = RENDERER_KEYS,
     stride: int = 1,
+    repeats: Sequence[int] | np.ndarray | None = None,
   ):
     self.data = data if isinstance(data, Dataset) else open_data(data)
     self.segments = list(segments)
@@ -211,17 +215,34 @@ class WindowSource:
     for s in self.segments:
       if s.stop > self.data.num_frames(s.clip) or s.start < 0:
         raise DatasetError(f"segment {s} outside clip {s.clip}")
+    self._window_of = None  # element -> window, when windows repeat
+    if repeats is not None:
+      repeats = np.asarray(repeats, np.int64)
+      if repeats.shape != (self.num_windows,) or (repeats < 1).any():
+        raise ValueError(f"repeats: one count >= 1 per window ({self.num_windows}), got {repeats}")
+      self._window_of = np.repeat(np.arange(self.num_windows), repeats)
 
-  def __len__(self) -> int:
+  @property
+  def num_windows(self) -> int:
+    """Distinct windows (each may appear several times: `repeats`)."""
     return int(self._offsets[-1])
 
-  def locate(self, index: int) -> tuple[str, int]:
-    """(clip name, first frame) of window `index`."""
-    if not 0 <= index < len(self):
-      raise IndexError(f"window {index} out of range [0, {len(self)})")
-    seg = int(np.searchsorted(self._offsets, index, side="right")) - 1
+  def __len__(self) -> int:
+    return self.num_windows if self._window_of is None else int(self._window_of.size)
+
+  def window(self, w: int) -> tuple[str, int]:
+    """(clip name, first frame) of distinct window `w`."""
+    if not 0 <= w < self.num_windows:
+      raise IndexError(f"window {w} out of range [0, {self.num_windows})")
+    seg = int(np.searchsorted(self._offsets, w, side="right")) - 1
     s = self.segments[seg]
-    return s.clip, s.start + (index - int(self._offsets[seg])) * self.stride
+    return s.clip, s.start + (w - int(self._offsets[seg])) * self.stride
+
+  def locate(self, index: int) -> tuple[str, int]:
+    """(clip name, first frame) of element `index`."""
+    if not 0 <= index < len(self):
+      raise IndexError(f"element {index} out of range [0, {len(self)})")
+    return self.window(index if self._window_of is None else int(self._window_of[index]))
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     name, start = self.locate(int(index))
@@ -230,9 +251,38 @@ class WindowSource:
     return {k: np.array(clip[k][start : start + self.seq_len]) for k in self.keys}
 
   def __repr__(self) -> str:
+    repeated = "" if self._window_of is None else f" repeated to {len(self)}"
     return (
-      f"WindowSource({self.data.path.name}, {len(self.segments)} segments, {len(self)} windows)"
+      f"WindowSource({self.data.path.name}, {len(self.segments)} segments, "
+      f"{self.num_windows} windows{repeated})"
     )
+
+
+def mouth_motion_repeats(source: WindowSource, boost: float) -> np.ndarray:
+  """How often each window of `source` enters the training stream (train.mouth_oversample):
+  1 + round(boost * m / mean(m)), m = the window's mouth motion, the range (max - min) of the
+  mouth aperture (inner-lip opening / mouth width of the dataset's tracked landmarks) over its
+  frames. boost 0: once each. Why: the mouth is closed or still in most frames, so a uniformly
+  sampled L1-trained renderer sees the wide openings it must draw rarely and draws them
+  half-open (docs/benchmarks.md, issue 13)."""
+  if boost < 0:
+    raise ValueError(f"mouth_oversample must be >= 0, got {boost}")
+  n = source.num_windows
+  if boost == 0 or n == 0:
+    return np.ones(n, np.int64)
+  aperture = {
+    name: np.nan_to_num(mouth_aperture(np.asarray(source.data.clip(name)["landmarks"])))
+    for name in {s.clip for s in source.segments}
+  }
+  motion = np.empty(n)
+  for w in range(n):
+    name, start = source.window(w)
+    a = aperture[name][start : start + source.seq_len]
+    motion[w] = a.max() - a.min()
+  mean = motion.mean()
+  if mean <= 0:  # nothing moves: nothing to prefer
+    return np.ones(n, np.int64)
+  return 1 + np.floor(boost * motion / mean + 0.5).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -256,6 +256,13 @@ def train_renderer(
     data_lib.list_clips(ds), t.val_fraction, t.seq_len
   )
   train_src = data_lib.WindowSource(ds, train_segs, t.seq_len, data_lib.RENDERER_KEYS)
+  oversample = float(t.get("mouth_oversample", 0.0))
+  if oversample > 0:  # the rare wide openings drawn more often
+    repeats = data_lib.mouth_motion_repeats(train_src, oversample)
+    train_src = data_lib.WindowSource(
+      ds, train_segs, t.seq_len, data_lib.RENDERER_KEYS, repeats=repeats
+    )
+    say(f"mouth_oversample {oversample:g}: windows drawn {repeats.min()}-{repeats.max()} times")
   data_iter = iter(
     data_lib.train_dataset(
       train_src, global_batch=t.batch_size, seed=cfg.seed, workers=t.workers,
