@@ -97,7 +97,9 @@ def ridge_features(video: str, track_cfg) -> tuple[np.ndarray, np.ndarray]:
   track = video_track(video, "dlib", track_cfg, fps=FPS)
   n = track.num_frames
   mel = log_mel(read_audio(video))
-  mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-6)  # each speaker by their own statistics
+  # each speaker by their own statistics, the whole clip's: per band a shift, which the ridge's
+  # intercept absorbs, and a scale, which only reweights its penalty (alike in every row)
+  mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-6)
   bands = frame_windows(mel, n, FPS, 10.0, 20).reshape(n, 20, 20, 4).mean(-1)
   feats = np.concatenate([np.roll(bands, -s, 0).reshape(n, -1) for s in (-4, 0, 4)], 1)
   ap = mouth_aperture(track.landmarks_tn2)
