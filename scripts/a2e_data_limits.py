@@ -24,6 +24,7 @@ import pathlib
 
 import numpy as np
 import scipy.ndimage
+from a2e_linear_ceiling import ridge  # this folder is on sys.path as a script
 
 from jaxtalk.audio.features import frame_windows, log_mel
 from jaxtalk.config import load_config
@@ -84,8 +85,7 @@ def noise(video: str) -> None:
   envelope = audio_envelope(read_audio(video), 16000, FPS, n)
   plain = mouth_aperture(track.landmarks_tn2[:n])
   width = int(round(DETREND_S * FPS))
-  for name, lm in (("as tracked", track.landmarks_tn2[:n]), ("14 predictions averaged", averaged)):
-    a = mouth_aperture(lm)
+  for name, a in (("as tracked", plain), ("14 predictions averaged", mouth_aperture(averaged))):
     fast = a - scipy.ndimage.uniform_filter1d(a, width, mode="reflect")
     offset, conf = sync_offset(a, envelope)
     print(f"{name}: std {a.std():.4f}, lag-1 autocorr {lag1(a):.3f} (fast part {lag1(fast):.3f}),"
@@ -105,13 +105,6 @@ def ridge_features(video: str, track_cfg) -> tuple[np.ndarray, np.ndarray]:
   ap = mouth_aperture(track.landmarks_tn2)
   ok = np.isfinite(ap)
   return feats[ok], (ap[ok] - ap[ok].mean()) / ap[ok].std()
-
-
-def ridge(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, lam: float) -> np.ndarray:
-  m, ym = x_tr.mean(0), y_tr.mean()
-  a = x_tr - m
-  w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (y_tr - ym))
-  return (x_te - m) @ w + ym
 
 
 def speakers(shared: pathlib.Path) -> None:

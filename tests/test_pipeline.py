@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxtalk.data import pipeline as P
+from jaxtalk.errors import ConfigError
 from jaxtalk.train.synthetic import write_synthetic_dataset
 
 T = 4
@@ -199,7 +200,7 @@ def test_mouth_oversample_repeats_windows_by_their_mouth_motion(tmp_path):
   assert P.mouth_motion_repeats(src, 1.0).tolist() == [1, 1, 1, 3, 3, 3, 3]
   assert P.mouth_motion_repeats(src, 2.0).tolist() == [1, 1, 1, 5, 5, 5, 5]  # 1 + round(3.5)
   assert P.mouth_motion_repeats(src, 0.0).tolist() == [1] * 7
-  with pytest.raises(ValueError):
+  with pytest.raises(ConfigError, match="mouth_oversample"):
     P.mouth_motion_repeats(src, -1.0)
 
   repeats = P.mouth_motion_repeats(src, 1.0)

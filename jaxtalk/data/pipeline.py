@@ -38,6 +38,7 @@ import grain
 import numpy as np
 
 from jaxtalk.data.dataset import CLIPS_DIR, Dataset, DatasetError, open_dataset
+from jaxtalk.errors import ConfigError
 from jaxtalk.metrics.articulation import mouth_aperture
 
 RENDERER_KEYS = ("frames", "shape", "mask", "mask_points", "expression", "audio")
@@ -266,7 +267,7 @@ def mouth_motion_repeats(source: WindowSource, boost: float) -> np.ndarray:
   sampled L1-trained renderer sees the wide openings it must draw rarely and draws them
   half-open (docs/benchmarks.md, issue 13)."""
   if boost < 0:
-    raise ValueError(f"mouth_oversample must be >= 0, got {boost}")
+    raise ConfigError(f"train.mouth_oversample must be >= 0, got {boost}")
   n = source.num_windows
   if boost == 0 or n == 0:
     return np.ones(n, np.int64)

@@ -257,7 +257,7 @@ def train_renderer(
   )
   train_src = data_lib.WindowSource(ds, train_segs, t.seq_len, data_lib.RENDERER_KEYS)
   oversample = float(t.get("mouth_oversample", 0.0))
-  if oversample > 0:  # the rare wide openings drawn more often
+  if oversample != 0:  # the rare wide openings drawn more often (< 0: a ConfigError)
     repeats = data_lib.mouth_motion_repeats(train_src, oversample)
     train_src = data_lib.WindowSource(
       ds, train_segs, t.seq_len, data_lib.RENDERER_KEYS, repeats=repeats
