@@ -45,6 +45,7 @@ import functools
 import os
 import pathlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -555,6 +556,11 @@ class Result:
   frames: int
   seconds: float
   side_by_side: pathlib.Path | None = None
+  # wall seconds from the call to the first frame handed to the encoder, to the last, and to
+  # the closed file: the latency before frames flow and the encoder's flush after them
+  first_frame_s: float = float("nan")
+  last_frame_s: float = float("nan")
+  total_s: float = float("nan")
 
 
 def paste_alpha(mask_ss: np.ndarray, size: int, feather: float) -> np.ndarray:
@@ -705,10 +711,12 @@ def synthesize(
 ) -> Result:
   """One talking-face video for one audio file over a prepared background: an H.264 mp4 with
   the input audio (mono, data.sample_rate; A/V in sync by construction)."""
+  t0 = time.perf_counter()
   cfg = models.config
   samples = load_audio(audio_path, cfg)
   fps, sr = cfg.data.fps, cfg.data.sample_rate
   output = pathlib.Path(output)
+  first = last = float("nan")
   sbs = pathlib.Path(side_by_side) if side_by_side is not None else None
   with contextlib.ExitStack() as stack:
     # x264 in processes of their own: in this one it would wait on the GIL held by the paste
@@ -730,8 +738,12 @@ def synthesize(
     ahead = 32
     for f in synth_frames(models, background, samples, generate=generate, progress=progress):
       queued.append(encoder.submit(write, f))
+      if f.index == 0:
+        first = time.perf_counter() - t0
       while len(queued) > ahead or (queued and queued[0].done()):
         queued.popleft().result()
+    last = time.perf_counter() - t0
     while queued:
       queued.popleft().result()
-  return Result(output, writer.frames, len(samples) / sr, sbs)
+  total = time.perf_counter() - t0
+  return Result(output, writer.frames, len(samples) / sr, sbs, first, last, total)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import glob
 import gzip
 import json
@@ -186,6 +187,98 @@ def summarise_trace(trace_dir: str, steps: int, top: int = 25) -> str:
   return "\n".join(lines)
 
 
+# the paper config's narrow convs at 256² (after reflect padding by 3 for the 7x7s): name, input
+# (H, W, C), kernel (kh, kw, C, F), zero pads, which gradients a train step takes of it
+NARROW_CONVS = (
+  ("decoder 7x7 64->3", (262, 262, 64), (7, 7, 64, 3), ((0, 0), (0, 0)), "xk"),
+  ("encoder 7x7 6->64", (262, 262, 6), (7, 7, 6, 64), ((0, 0), (0, 0)), "k"),
+  ("VGG conv1_1 3x3 3->64", (256, 256, 3), (3, 3, 3, 64), ((1, 1), (1, 1)), "x"),
+)
+
+
+def narrow_conv(x_nhwc, k_hwio, pads):
+  """A stride-1 conv with one narrow side as a matrix product over the wide side's channels
+  and shifted slices, so that tensor cores see >= 32 channels on both sides of every product.
+  Measured against cuDNN on an H200 and NOT used: 2.3-2.7x slower (docs/benchmarks.md).
+  - few outputs F (the decoder's 7x7 64 -> 3): z = xp @ k as (C, kh*kw*F), y = the sum over
+    taps (a, b) of z's tap-(a, b) channels shifted by (a, b), accumulated in float32;
+  - few inputs C (the encoder's 7x7 6 -> 64, VGG's 3x3 3 -> 64): the kh*kw shifted views of xp
+    stacked along channels (im2col), times k as (kh*kw*C, F)."""
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  kh, kw, c, f = k_hwio.shape
+  xp = jnp.pad(x_nhwc, ((0, 0), pads[0], pads[1], (0, 0)))
+  n, hp, wp, _ = xp.shape
+  ho, wo = hp - kh + 1, wp - kw + 1
+  taps = [(a, b) for a in range(kh) for b in range(kw)]
+  if f < c:
+    # (C, kh, kw, F) -> (C, kh*kw*F): column (a*kw + b)*F + o is tap (a, b)'s output o
+    z = jnp.einsum("nhwc,cq->nhwq", xp, k_hwio.transpose(2, 0, 1, 3).reshape(c, kh * kw * f))
+    z = z.reshape(n, hp, wp, kh * kw, f)
+    y = sum(z[:, a : a + ho, b : b + wo, a * kw + b].astype(jnp.float32) for a, b in taps)
+    return y.astype(x_nhwc.dtype)
+  cols = jnp.concatenate([xp[:, a : a + ho, b : b + wo] for a, b in taps], axis=-1)
+  # HWIO -> (kh*kw*C, F): row (a*kw + b)*C + i is tap (a, b)'s input i, as cols' channels
+  return jnp.einsum("nhwq,qf->nhwf", cols, k_hwio.reshape(kh * kw * c, f))
+
+
+def _lax_conv(x, k, pads):
+  import jax  # noqa: PLC0415
+
+  return jax.lax.conv_general_dilated(
+    x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+
+
+def _fwd_bwd(conv_fn, pads, argnums, x, k, g):
+  """conv_fn(x, k, pads) and the gradients `argnums` (0: x, 1: k) for the cotangent g."""
+  import jax  # noqa: PLC0415
+
+  y, vjp = jax.vjp(lambda x, k: conv_fn(x, k, pads), x, k)
+  grads = vjp(g)
+  return (y, *(grads[i] for i in argnums))
+
+
+def narrow_conv_check(frames: int, dtype: str, repeats: int = 5) -> list[dict]:
+  """The renderer's narrow convs as XLA runs them (cuDNN on a GPU) against `narrow_conv`:
+  forward + the gradients the train step takes, ms per call for `frames` frames, and the
+  largest difference of outputs and gradients relative to the largest magnitude."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  from jaxtalk.bench import model as bench_model  # noqa: PLC0415
+
+  rows = []
+  for name, (h, w, c), kshape, pads, wrt in NARROW_CONVS:
+    kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (frames, h, w, c), dtype)
+    k = (jax.random.normal(kk, kshape) / np.sqrt(np.prod(kshape[:3]))).astype(dtype)
+    out_shape = (frames, h + sum(pads[0]) - kshape[0] + 1, w + sum(pads[1]) - kshape[1] + 1,
+                 kshape[3])  # fmt: skip
+    g = jax.random.normal(kg, out_shape, dtype)
+    argnums = tuple(i for i, a in enumerate("xk") if a in wrt)
+    direct = functools.partial(_fwd_bwd, _lax_conv, pads, argnums)
+    narrow = functools.partial(_fwd_bwd, narrow_conv, pads, argnums)
+    row = {"conv": name, "frames": frames}
+    for label, fn in (("direct", direct), ("narrow", narrow)):
+      m = bench_model._measure(fn, (x, k, g), repeats)
+      row[f"{label}_ms"] = m["best_s"] * 1e3
+    ref, got = jax.jit(direct)(x, k, g), jax.jit(narrow)(x, k, g)
+    row["max_rel_diff"] = max(
+      float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
+      / float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+      for a, b in zip(got, ref, strict=True)
+    )
+    rows.append(row)
+    print(f"  {name} fwd+bwd({wrt}), {frames} frames {dtype}: lax conv {row['direct_ms']:.2f} ms, "
+          f"narrow_conv {row['narrow_ms']:.2f} ms ({row['direct_ms'] / row['narrow_ms']:.2f}x); "
+          f"outputs and gradients differ by <= {row['max_rel_diff']:.1e} of their largest",
+          flush=True)  # fmt: skip
+    del x, k, g, ref, got
+  return rows
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--cpu", action="store_true", help="tiny config, 64², small batches (smoke)")
@@ -193,7 +286,14 @@ def main() -> int:
   ap.add_argument("--frames", type=int, default=None, help="frames per clip (default 8; cpu 4)")
   ap.add_argument("--size", type=int, default=None, help="image size (default 256; cpu 64)")
   ap.add_argument("--dtype", default="bfloat16")
-  ap.add_argument("--train-batches", default=None, help="clips per train step (4,16; cpu 1)")
+  ap.add_argument("--train-batches", default=None, help="clips per train step (16; cpu 1)")
+  ap.add_argument(
+    "--narrow-frames",
+    type=int,
+    default=0,
+    help="frames for the narrow-conv comparison (the H200 run: 128; default 0, skipped: "
+    "measured and not used, see narrow_conv)",
+  )
   ap.add_argument("--no-vgg", dest="vgg", action="store_false")
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument(
@@ -220,7 +320,7 @@ def main() -> int:
   t = args.frames or (4 if args.cpu else 8)
   batches = args.batches if args.batches is not None else "1,2" if args.cpu else "1,8,32"
   batches = [int(b) for b in batches.split(",") if b]  # "": no renderer timings
-  train_bs = [int(b) for b in (args.train_batches or ("1" if args.cpu else "4,16")).split(",")]
+  train_bs = [int(b) for b in (args.train_batches or ("1" if args.cpu else "16")).split(",")]
   dev = jax.devices()[0]
   peak = _peak(dev.device_kind, args.peak_tflops)
   out: dict = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__}
@@ -248,6 +348,8 @@ def main() -> int:
           f"({m['best_s'] * 1000:.1f} ms per forward, {b * flops['g'] / m['best_s'] / 1e3:.0f} "
           f"TFLOP/s, compile {m['compile_s']:.1f} s)", flush=True)  # fmt: skip
   print(f"  after the renderer: {_mem()}", flush=True)
+  if args.narrow_frames:
+    out["narrow_convs"] = narrow_conv_check(args.narrow_frames, args.dtype)
 
   g_clip, d_clip, vgg_clip = (flops[k] for k in ("g", "d", "vgg"))
   clip_step = 3 * g_clip + 9 * d_clip + 4 * vgg_clip

@@ -3,9 +3,10 @@
 # package registry (its python3 already has CUDA JAX, flax, optax, orbax, numpy, scipy, opencv):
 #   1. what is there (GPU, driver, package versions);
 #   2. renderer frames/s at 256² bf16 for batch 1, 8, 32 (renderer alone), the paper-config
-#      train step time and its MFU at B = 4 and 16, peak device memory, and a profile of the
-#      B = 16 step: device time by kernel kind, the top kernels, the trace in $OUT
-#      (scripts/device_check.py);
+#      train step time and its MFU at B = 16, peak device memory, and a profile of the largest
+#      train batch: device time by kernel kind, the top kernels, the trace in $OUT
+#      (scripts/device_check.py; --timing-args "--train-batches 16,32" for more batches,
+#      "--narrow-frames 128" for the narrow-conv study);
 #   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
 #      its host-side work alone (--host-only: the renderer stubbed);
 #   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on half of
@@ -117,7 +118,7 @@ for s in "${STAGES[@]}"; do
         stage "renderer, train step, memory" 600 "$PY" scripts/device_check.py --cpu --steps 2 $TIMING_ARGS
       else
         # shellcheck disable=SC2086
-        stage "renderer, train step, memory" 330 "$PY" scripts/device_check.py $TIMING_ARGS
+        stage "renderer, train step, memory" 420 "$PY" scripts/device_check.py $TIMING_ARGS
       fi ;;
     pipeline)
       join_background

@@ -52,6 +52,21 @@ def test_an_encoder_process_that_died_is_a_clear_error(tmp_path):
     w.close()
 
 
+def test_an_encoder_process_killed_before_it_read_its_arguments_is_a_clear_error(tmp_path):
+  # the arguments (4 MB of audio: more than a pipe holds) go out from a thread while the
+  # constructor returns; a child gone before reading them is reported at the next write
+  audio = np.zeros(1_000_000, np.float32)
+  w = EncoderProcess(tmp_path / "x.mp4", 25, audio, 16000)
+  w._proc.kill()
+  w._proc.wait()
+  with pytest.raises(RuntimeError, match="encoder process stopped"):
+    for f in _frames(200):
+      w.write(f)
+  with pytest.raises(RuntimeError, match="encoder process stopped"):
+    w.close()
+  assert not (tmp_path / "x.mp4").exists()
+
+
 def test_read_ahead_gives_the_items_in_order_and_the_producers_error_after_them():
   def items():
     yield from range(7)

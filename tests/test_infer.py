@@ -262,6 +262,15 @@ def test_batch_inference_loads_and_compiles_once(demo, grid_dir, tmp_path, monke
   assert read_frames(tmp_path / "out" / "b.mp4").shape[0] == 50
 
 
+def test_synthesize_reports_when_frames_started_and_stopped(models, background, grid_dir, tmp_path):
+  wav = tmp_path / "a.wav"
+  soundfile.write(wav, read_audio(grid_dir / "lbax4n.mpg", 16000)[:16000], 16000)  # 1 s
+  r = infer.synthesize(models, background, wav, tmp_path / "o.mp4", progress=False)
+  assert r.frames == 25 and read_frames(r.output).shape[0] == 25
+  # latency to the first frame, the last frame handed on, the file closed: in that order
+  assert 0 < r.first_frame_s <= r.last_frame_s <= r.total_s
+
+
 def test_audio_at_any_rate_and_channel_count(models, background, grid_dir, tmp_path):
   mono16 = read_audio(grid_dir / "lbax4n.mpg", 16000)[:32000]
   stereo44 = read_audio(grid_dir / "lbax4n.mpg", 44100)[: 2 * 44100]

@@ -16,6 +16,7 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 
@@ -287,7 +288,29 @@ class EncoderProcess:
     os.close(to_parent)
     self._outbox = Connection(to_child, readable=False)
     self._inbox = Connection(from_child, writable=False)
-    self._outbox.send((str(self.path), fps, audio, sample_rate, crf))
+    # The arguments (the whole audio track with them) go out from a thread: a pipe holds 64 KB,
+    # so sending them here would wait for the child to start and read them (~0.3 s on the 2-core
+    # VM, its imports), time the caller spends on audio features and renders instead. `write`
+    # and `close` wait for it.
+    self._header_error: BaseException | None = None
+    self._header = threading.Thread(
+      target=self._send_header, args=((str(self.path), fps, audio, sample_rate, crf),),
+      name="encoder-header", daemon=True,
+    )  # fmt: skip
+    self._header.start()
+
+  def _send_header(self, header: tuple) -> None:
+    try:
+      self._outbox.send(header)
+    except OSError as e:  # the child is gone: said at the next write or at close
+      self._header_error = e
+
+  def _header_sent(self) -> None:
+    if self._header is not None:
+      self._header.join()
+      self._header = None
+      if self._header_error is not None:
+        raise self._failed() from self._header_error
 
   def _failed(self, outcome: tuple | None = None) -> BaseException:
     if outcome is None:
@@ -297,6 +320,7 @@ class EncoderProcess:
 
   def write(self, frame_hwc: np.ndarray) -> None:
     frame_hwc = np.ascontiguousarray(frame_hwc, dtype=np.uint8)
+    self._header_sent()
     try:
       # the child only speaks early to report a failure (or is gone: end of file)
       report = self._inbox.recv() if self._inbox.poll() else None
@@ -314,6 +338,7 @@ class EncoderProcess:
       return
     self._closed = True
     try:
+      self._header_sent()
       self._outbox.send(None)
       outcome = self._inbox.recv()
     except (OSError, EOFError) as e:
