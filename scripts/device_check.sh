@@ -16,7 +16,7 @@
 # in .whl/, the clip and its landmark track in .devcache/), then call the device with
 # carry [".whl", ".devcache"] and the command `bash scripts/device_check.sh`.
 #
-#   scripts/device_check.sh [--cpu] [--clip VIDEO] [--only STAGES] [--timing-args "ARGS"]
+#   scripts/device_check.sh [--cpu] [--clip VIDEO] [--only STAGES] [--timing-args "ARGS"] [--cold]
 #
 # --cpu   a small smoke run of every stage on this machine's CPU with its own environment
 #         (tiny config, 64², batch 1 and 2): checks the script is not dead on arrival.
@@ -24,18 +24,31 @@
 #         timing,pipeline,host,tests): for a second call within a short device budget.
 # --timing-args "ARGS"  passed on to scripts/device_check.py, split on spaces (e.g.
 #         "--batches= --train-batches 32": no renderer timings, the train step at B = 32).
+# --cold  leave out the carried autotuning results (below): compile times from scratch.
+#
+# XLA's GPU autotuning (the cuDNN algorithm and Triton tiling of every conv and fusion, tried on
+# the device) is much of a compile: the paper-config train step at B = 32 compiled in 102 s with
+# three convs fewer for cuDNN, over 200 s with all (98 s at B = 16), out of ~15 device minutes
+# a session (docs/benchmarks.md, third GPU session). Its results are kept in JAX's
+# compilation cache on the device (/tmp, lost with the machine), and come back in
+# $OUT/autotune; copied into .devcache/autotune here, they travel with the next call and seed
+# that cache. A result is keyed by the fusion's HLO and the device, so a changed program or
+# another card is simply autotuned again. Executables are cached on the device only (too large
+# to carry).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CPU=0
 CLIP=""
 ONLY=timing,pipeline,host,tests
 TIMING_ARGS=""
+COLD=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1 ;;
     --clip) CLIP="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
     --timing-args) TIMING_ARGS="$2"; shift ;;
+    --cold) COLD=1 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,6 +64,7 @@ stage() {  # stage NAME SECONDS CMD...: run with a time limit, record a failure,
   timeout "$limit" "$@"
   local rc=$?
   [ $rc -eq 0 ] || { FAILED+=("$name (rc $rc)"); stamp "!! $name failed, rc $rc"; }
+  save_autotune  # after every stage: a call cut short still returns what was tuned
 }
 export PYTHONUNBUFFERED=1
 export JAXTALK_CACHE=$PWD/.devcache
@@ -67,6 +81,23 @@ else
   export PYTHONPATH=/tmp/site:$PWD
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv || true
 fi
+AUTOTUNE=""
+if [ "$CPU" = 0 ]; then
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxtalk-xla
+  export JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=xla_gpu_per_fusion_autotune_cache_dir
+  AUTOTUNE=$JAX_COMPILATION_CACHE_DIR/xla_gpu_per_fusion_autotune_cache_dir
+  mkdir -p "$AUTOTUNE"
+  if [ "$COLD" = 0 ] && [ -d .devcache/autotune ]; then
+    cp -r .devcache/autotune/. "$AUTOTUNE/"
+    stamp "seeded XLA's autotuning cache with $(ls .devcache/autotune | wc -l) carried results"
+  fi
+fi
+save_autotune() {  # the autotuning results back in $OUT, for .devcache/autotune next time
+  [ -n "$AUTOTUNE" ] && [ -n "${OUT:-}" ] && [ -d "$AUTOTUNE" ] || return 0
+  mkdir -p "$OUT/autotune"
+  cp -r "$AUTOTUNE/." "$OUT/autotune/"
+  stamp "autotuning results in \$OUT/autotune: $(ls "$OUT/autotune" | wc -l) files, $(du -sh "$OUT/autotune" | cut -f1)"
+}
 [ -n "$CLIP" ] || CLIP=$(ls .devcache/clip/* 2>/dev/null | head -1)
 [ -n "$CLIP" ] || CLIP=jaxtalk/assets/obama_20s.mp4
 
