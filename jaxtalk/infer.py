@@ -71,6 +71,7 @@ from jaxtalk.io.video import EncoderProcess, read_frames
 from jaxtalk.models.smoothing import smoother_from_config
 from jaxtalk.synthesis.panels import labelled_panels
 from jaxtalk.synthesis.paste import feathered_alpha, paste, polygon_alpha
+from jaxtalk.synthesis.smooth import weighted_frames
 from jaxtalk.synthesis.windows import blend_stream, ping_pong, take_window, window_starts
 
 # A background whose landmarks the person's model reprojects worse than this (mean, pixels at a
@@ -305,7 +306,8 @@ def audio_windows(samples: np.ndarray, cfg: ml_collections.ConfigDict) -> np.nda
 
 def host_workers(cfg: ml_collections.ConfigDict) -> int:
   """Threads for the per-frame host work: infer.workers, 0 = one per core. The work that
-  dominates releases the GIL: the numba rasteriser, NumPy's distances, OpenCV's warps."""
+  dominates releases the GIL: the numba kernels (rasteriser, paste region, blend, smoothing) and
+  OpenCV's warps."""
   n = int(cfg.infer.get("workers", 0))
   return n if n > 0 else (os.cpu_count() or 1)
 
@@ -441,10 +443,8 @@ def smooth_lazy(shapes, weights_nk: np.ndarray | None):
   r = weights_nk.shape[1] // 2
 
   def make(t: int) -> np.ndarray:
-    out = np.zeros(frame(t).shape, np.float32)
-    for k, w in enumerate(weights_nk[t]):
-      out += np.float32(w) * frame(min(max(t + k - r, 0), n - 1)).astype(np.float32)
-    return out
+    taps = [frame(min(max(t + k - r, 0), n - 1)) for k in range(weights_nk.shape[1])]
+    return weighted_frames(taps, weights_nk[t])
 
   return LazyFrames(make, n, [(shapes, r)] if lazy else [])
 

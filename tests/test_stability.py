@@ -23,7 +23,7 @@ from jaxtalk.face.track_filter import (
   smooth_time,
   track_masks,
 )
-from jaxtalk.infer import paste_alpha, paste_region, smooth_lazy
+from jaxtalk.infer import LazyFrames, paste_alpha, paste_region, smooth_lazy
 from jaxtalk.models.smoothing import (
   ShapeSmoother,
   apply_smoothing,
@@ -222,6 +222,28 @@ def test_whole_sequence_smoothing_equals_eq1_over_the_sequence():
   ])  # fmt: skip
   assert np.abs(per_window - ref[0, :12]).max() > 1.0
   assert np.array_equal(smooth_lazy(shapes, None)[0:n], shapes.astype(np.float32))
+
+
+def test_whole_sequence_smoothing_is_numpys_float32_sum_bit_for_bit():
+  # the compiled weighted sum (synthesis/smooth.py) against the NumPy expression it replaced:
+  # tap by tap, float32(w) * float32(frame) added to a float32 sum from 0, edge frames repeated;
+  # on arrays and on LazyFrames of strided views (inference's shape renders are [..., :3] of
+  # RGBA-like arrays)
+  rng = np.random.default_rng(4)
+  n, k, r = 9, 5, 2
+  both = rng.integers(0, 256, (n, 7, 5, 4), np.uint8)
+  w = rng.uniform(size=(n, k)).astype(np.float32)
+  w /= w.sum(-1, keepdims=True)
+  want = np.zeros((n, 7, 5, 3), np.float32)
+  for t in range(n):
+    for j in range(k):
+      want[t] += np.float32(w[t, j]) * both[min(max(t + j - r, 0), n - 1), ..., :3].astype(
+        np.float32
+      )
+  lazy = LazyFrames(lambda t: both[t][..., :3], n)
+  for shapes in (np.ascontiguousarray(both[..., :3]), lazy):
+    got = smooth_lazy(shapes, w)[0:n]
+    assert got.dtype == np.float32 and np.array_equal(got, want)
 
 
 def polygon_alpha_brute_force(poly_p2: np.ndarray, size: int, grow: int, blur: int) -> np.ndarray:
