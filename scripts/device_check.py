@@ -199,7 +199,8 @@ NARROW_CONVS = (
 def narrow_conv(x_nhwc, k_hwio, pads):
   """A stride-1 conv with one narrow side as a matrix product over the wide side's channels
   and shifted slices, so that tensor cores see >= 32 channels on both sides of every product.
-  Measured against cuDNN on an H200 and NOT used: 2.3-2.7x slower (docs/benchmarks.md).
+  Measured against cuDNN on an H200 and NOT used: 2.3-2.7x slower on the 7x7 convs (forward
+  and gradients), 1.16x faster on VGG's 3x3, and the train step slower (docs/benchmarks.md).
   - few outputs F (the decoder's 7x7 64 -> 3): z = xp @ k as (C, kh*kw*F), y = the sum over
     taps (a, b) of z's tap-(a, b) channels shifted by (a, b), accumulated in float32;
   - few inputs C (the encoder's 7x7 6 -> 64, VGG's 3x3 3 -> 64): the kh*kw shifted views of xp

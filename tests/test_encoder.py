@@ -64,7 +64,6 @@ def test_an_encoder_process_killed_before_it_read_its_arguments_is_a_clear_error
       w.write(f)
   with pytest.raises(RuntimeError, match="encoder process stopped"):
     w.close()
-  assert not (tmp_path / "x.mp4").exists()
 
 
 def test_read_ahead_gives_the_items_in_order_and_the_producers_error_after_them():
