@@ -24,7 +24,7 @@ import pathlib
 
 import numpy as np
 import scipy.ndimage
-from a2e_linear_ceiling import ridge  # this folder is on sys.path as a script
+from a2e_linear_ceiling import band_features, ridge  # this folder is on sys.path as a script
 
 from jaxtalk.audio.features import frame_windows, log_mel
 from jaxtalk.config import load_config
@@ -100,8 +100,7 @@ def ridge_features(video: str, track_cfg) -> tuple[np.ndarray, np.ndarray]:
   # each speaker by their own statistics, the whole clip's: per band a shift, which the ridge's
   # intercept absorbs, and a scale, which only reweights its penalty (alike in every row)
   mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-6)
-  bands = frame_windows(mel, n, FPS, 10.0, 20).reshape(n, 20, 20, 4).mean(-1)
-  feats = np.concatenate([np.roll(bands, -s, 0).reshape(n, -1) for s in (-4, 0, 4)], 1)
+  feats = band_features(frame_windows(mel, n, FPS, 10.0, 20), [-4, 0, 4])
   ap = mouth_aperture(track.landmarks_tn2)
   ok = np.isfinite(ap)
   return feats[ok], (ap[ok] - ap[ok].mean()) / ap[ok].std()

@@ -25,6 +25,14 @@ def ridge(f_tr: np.ndarray, y_tr: np.ndarray, f_te: np.ndarray, lam: float) -> n
   return (f_te - m) @ w + ym
 
 
+def band_features(x_nwf: np.ndarray, shifts: list[int]) -> np.ndarray:
+  """(N, len(shifts) * W * 20): each frame's log-mel window pooled to 20 bands, beside the
+  windows of frames t + s for s in `shifts` (wrapping at the ends)."""
+  n, w = x_nwf.shape[:2]
+  bands = x_nwf.reshape(n, w, 20, -1).mean(-1)
+  return np.concatenate([np.roll(bands, -s, 0).reshape(n, -1) for s in shifts], 1)
+
+
 def heldout_scores(
   feats: np.ndarray, ap: np.ndarray, expr: np.ndarray, tr: int, lam: float
 ) -> tuple[dict, list[float]]:
@@ -41,15 +49,14 @@ def main() -> None:
   fm, size = ds.face_model(), ds.image_size
   for name in ds.clip_names:
     c = ds.clip(name)
-    n, tr = ds.num_frames(name), ds.train_frames(name)
+    tr = ds.train_frames(name)
     audio = np.asarray(c["audio"], np.float64)
     expr = np.asarray(c["expression"], np.float64)
     pose = np.asarray(c["pose"], np.float64)
     ap = mouth_aperture(np.stack([fm.project(e, p, size) for e, p in zip(expr, pose)]))
     x = (audio - audio[:tr].mean((0, 1))) / audio[:tr].std((0, 1))
-    bands = x.reshape(n, x.shape[1], 20, -1).mean(-1)
     for shifts in ([0], [-4, 0, 4]):
-      feats = np.concatenate([np.roll(bands, -s, 0).reshape(n, -1) for s in shifts], 1)
+      feats = band_features(x, shifts)
       for lam in (3e2, 1e3):
         art, lead = heldout_scores(feats, ap, expr, tr, lam)
         print(

@@ -226,9 +226,9 @@ def narrow_conv(x_nhwc, k_hwio, pads):
 def _lax_conv(x, k, pads):
   import jax  # noqa: PLC0415
 
-  return jax.lax.conv_general_dilated(
-    x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
-  )
+  from jaxtalk.models.conv import NHWC  # noqa: PLC0415
+
+  return jax.lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=NHWC)
 
 
 def _fwd_bwd(conv_fn, pads, argnums, x, k, g):
