@@ -361,6 +361,18 @@ class LazyFrames:
     start, stop, _ = frames.indices(self._n)
     return np.stack([self.frame(t) for t in range(start, stop)])
 
+  def windows(self, starts: Sequence[int], window: int) -> np.ndarray:
+    """`(len(starts), window, ...)`: `take_window(self, s, window)` for each start, stacked,
+    with each frame copied once (stacking windows of stacks copied each twice: the render
+    thread's second largest cost, serial beside the renderer)."""
+    last = self._n - 1
+    first = np.asarray(self.frame(min(starts[0], last)))
+    out = np.empty((len(starts), window, *first.shape), first.dtype)
+    for b, s in enumerate(starts):
+      for j in range(window):
+        out[b, j] = self.frame(min(s + j, last))
+    return out
+
   def release(self, before: int) -> None:
     with self._lock:
       for t in [t for t in self._memo if t < before]:
@@ -387,10 +399,11 @@ def shape_and_mask(
   size = models.config.data.image_size
   fm = models.face_model
   pose = background.pose_n6[bg_index]
-  shape = fm.render(expression_e, pose, size)
+  both = np.empty((size, size, 4), np.uint8)  # filled in place: no concatenated copy
+  fm.render(expression_e, pose, size, out=both[..., :3])
   new_mask = rasterize_polygon(mask_polygon(fm.project(expression_e, pose, size)), size)
-  mask = np.maximum(background.mask_nss[bg_index], new_mask)
-  return np.concatenate([shape, mask[..., None]], axis=-1)
+  np.maximum(background.mask_nss[bg_index], new_mask, out=both[..., 3])
+  return both
 
 
 def render_shapes(
@@ -525,7 +538,9 @@ def generate_crops(
     # The last batch is padded with its own last window: one compiled shape for all calls.
     padded = group + [group[-1]] * (batch - len(group))
     arrays = [
-      np.stack([take_window(x, s, window) for s in padded])
+      x.windows(padded, window)
+      if isinstance(x, LazyFrames)
+      else np.stack([take_window(x, s, window) for s in padded])
       for x in (crops, shapes, masks, expression, audio)
     ]
     return generate(st, *arrays), len(group)  # asynchronous: returns before the result is ready
@@ -538,13 +553,14 @@ def generate_crops(
       if pending is not None:
         out, k = pending
         bar.update(k)
-        yield from np.asarray(out)[:k].astype(np.float32)
+        yield from np.asarray(out)[:k]
       pending = running
     bar.close()
 
   seam = str(cfg.infer.get("seam", "crossfade"))
   for frame in blend_stream(outputs(), starts, n, window, seam):
-    yield np.clip(np.round(frame), 0, 255).astype(np.uint8)
+    # the centre seam hands on the renderer's uint8 frames as they are (views of its batch)
+    yield frame if frame.dtype == np.uint8 else np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------ one audio
@@ -584,9 +600,15 @@ class Frame:
   index: int
   image_hwc: np.ndarray  # the full-resolution output frame
   crop_ssc: np.ndarray  # the generated crop
-  shape_ssc: np.ndarray  # the shape render it was generated from (smoothed, in stage 2)
+  shape_f32_ssc: np.ndarray  # the shape render it was generated from (smoothed, in stage 2)
   alpha_ss: np.ndarray  # the feathered paste mask, crop pixels
   background_index: int
+
+  @property
+  def shape_ssc(self) -> np.ndarray:
+    """The shape render as a uint8 image, made when asked: only side-by-side videos draw it
+    (made for every frame, its rounding was ~5 % of the host's GIL time per frame)."""
+    return np.clip(np.round(self.shape_f32_ssc), 0, 255).astype(np.uint8)
 
 
 def synth_frames(
@@ -630,8 +652,7 @@ def synth_frames(
     else:
       alpha = paste_alpha(background.mask_nss[i], size, cfg.infer.feather)
     image = paste(background.frames_nhwc[i], crop, alpha, box)
-    shape = np.clip(np.round(shapes.frame(t)), 0, 255).astype(np.uint8)
-    return Frame(t, image, crop, shape, alpha, i)
+    return Frame(t, image, crop, shapes.frame(t), alpha, i)
 
   workers = host_workers(cfg)
   ahead = 2 * workers  # frames being pasted at once, handed on in order

@@ -114,3 +114,20 @@ def test_rasterize_hand_worked_pixels():
   for order in ([0, 1], [1, 0]):
     img = render.rasterize(both, depth, tri[order], np.ones(6), colours[order], 6)
     assert (img[xs + ys <= 4] == [0.0, 1.0, 0.0]).all()
+
+
+def test_to_uint8_equals_numpy_rounding_bit_for_bit():
+  # the compiled conversion against NumPy's round (half to even), clip and cast: halves on both
+  # sides of even and odd levels, values out of range, and a strided destination (inference
+  # writes the render into channels 0-2 of a 4-channel array)
+  rng = np.random.default_rng(5)
+  image = rng.uniform(-0.1, 1.1, (17, 13, 3))
+  image[0, :4, 0] = np.array([0.5, 1.5, 2.5, 254.5]) / 255.0
+  image[1, :3, 1] = [np.nextafter(0.5 / 255.0, 1.0), -1e-300, 1.0]
+  want = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+  np.testing.assert_array_equal(render.to_uint8(image), want)
+  packed = np.full((17, 13, 4), 7, np.uint8)
+  got = render.to_uint8(image, packed[..., :3])
+  assert np.shares_memory(got, packed)
+  np.testing.assert_array_equal(packed[..., :3], want)
+  assert (packed[..., 3] == 7).all()

@@ -31,7 +31,7 @@ from jaxtalk.models.smoothing import (
   smoother_from_config,
 )
 from jaxtalk.synthesis.paste import frame_alpha, paste, polygon_alpha
-from jaxtalk.synthesis.windows import blend_stream, window_starts, window_weights
+from jaxtalk.synthesis.windows import blend_stream, take_window, window_starts, window_weights
 
 # ------------------------------------------------------------------------------ track filter
 
@@ -164,6 +164,36 @@ def test_centre_seams_take_each_frame_whole_from_its_most_central_window():
   # crossfade still mixes (kept for expressions)
   mixed = np.stack(list(blend_stream(outs, starts, n, window, "crossfade")))
   assert not set(np.unique(mixed)) <= set(range(len(starts)))
+
+
+def test_centre_seams_hand_on_the_frames_the_weighted_sum_would_give():
+  # uint8 windows as the renderer gives them: the centre join takes them as they are, which
+  # must be what the weighted float sum (one-hot weights) rounds back to, frame for frame
+  n, window, overlap = 29, 12, 4
+  starts = window_starts(n, window, overlap)
+  rng = np.random.default_rng(3)
+  outs = rng.integers(0, 256, (len(starts), window, 5, 4, 3), dtype=np.uint8)
+  w = window_weights(starts, n, window, "centre")
+  total = np.zeros((n + window, 5, 4, 3))
+  for i, s in enumerate(starts):
+    total[s : s + window] += w[i][:, None, None, None] * outs[i].astype(np.float64)
+  frames = list(blend_stream(iter(outs), starts, n, window, "centre"))
+  assert len(frames) == n and all(f.dtype == np.uint8 for f in frames)
+  np.testing.assert_array_equal(np.stack(frames), np.round(total[:n]).astype(np.uint8))
+
+
+def test_lazy_windows_equal_stacked_take_window():
+  # inference's batches of windows (one copy per frame) against the windows sliced and stacked,
+  # the last window padded past the end with the last frame
+  n, window = 10, 4
+  frames = np.random.default_rng(0).random((n, 3, 2)).astype(np.float32)
+  lazy = LazyFrames(lambda t: frames[t] * 2, n)
+  starts = [0, 3, 6, 8, 8]
+  got = lazy.windows(starts, window)
+  want = np.stack([take_window(frames * 2, s, window) for s in starts])
+  assert got.dtype == np.float32 and got.shape == (5, window, 3, 2)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got[3, 2:], np.stack([frames[9] * 2] * 2))
 
 
 # ------------------------------------------------------------------------------ smoothing

@@ -344,8 +344,10 @@ class FaceModel:
     proj = self.components.T @ d
     return np.divide(proj, self.std, out=np.zeros_like(proj), where=self.std > 0)
 
-  def render(self, expression_e: np.ndarray, pose_6: np.ndarray, size: int) -> np.ndarray:
-    return render(self, expression_e, pose_6, size)
+  def render(
+    self, expression_e: np.ndarray, pose_6: np.ndarray, size: int, out: np.ndarray | None = None
+  ) -> np.ndarray:
+    return render(self, expression_e, pose_6, size, out)
 
   def to_arrays(self) -> dict[str, np.ndarray]:
     """The face_model.npz contents (plain arrays; strings as numpy unicode scalars)."""
@@ -488,8 +490,15 @@ def fit_frames(model: FaceModel, landmarks_tn2: np.ndarray, size: int) -> Fit:
   )
 
 
-def render(model: FaceModel, expression_e: np.ndarray, pose_6: np.ndarray, size: int) -> np.ndarray:
-  """The shape render `(size, size, 3)` uint8 of the model's face for an expression and pose.
+def render(
+  model: FaceModel,
+  expression_e: np.ndarray,
+  pose_6: np.ndarray,
+  size: int,
+  out: np.ndarray | None = None,
+) -> np.ndarray:
+  """The shape render `(size, size, 3)` uint8 of the model's face for an expression and pose
+  (written into `out` when given: a view, e.g. channels of a larger array).
 
   Parameters only: no landmarks or images, so inference can draw predicted expressions.
   """
@@ -498,4 +507,4 @@ def render(model: FaceModel, expression_e: np.ndarray, pose_6: np.ndarray, size:
   points = cam[:, :2] / cam[:, 2:3] * k[0, 0] + k[:2, 2]
   shade = mesh_render.lambert(mesh_render.vertex_normals(cam, TRIANGLES))
   image = mesh_render.rasterize(points, cam[:, 2], TRIANGLES, shade, TRIANGLE_ALBEDO, size)
-  return mesh_render.to_uint8(image)
+  return mesh_render.to_uint8(image, out)

@@ -107,5 +107,19 @@ def _draw(pts, depth, triangles, shade, albedo, image, zbuf):  # pragma: no cove
             image[y, x, k] = light * albedo[f, k]
 
 
-def to_uint8(image_hw3: np.ndarray) -> np.ndarray:
-  return np.clip(np.round(image_hw3 * 255.0), 0, 255).astype(np.uint8)
+def to_uint8(image_hw3: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+  """round(image x 255) clipped to 0 .. 255, as uint8, into `out` (any strides) when given.
+  One compiled pass without the GIL (as NumPy: four passes and three temporaries under it, for
+  every frame inference draws); the same float64 arithmetic, rounded half to even as np.round."""
+  if out is None:
+    out = np.empty(image_hw3.shape, np.uint8)
+  _to_uint8(image_hw3, out)
+  return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_uint8(image, out):  # pragma: no cover - compiled
+  for y in range(image.shape[0]):
+    for x in range(image.shape[1]):
+      for k in range(image.shape[2]):
+        out[y, x, k] = np.uint8(min(max(np.rint(image[y, x, k] * 255.0), 0.0), 255.0))

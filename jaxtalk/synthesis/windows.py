@@ -7,7 +7,8 @@ Where windows overlap, two joins (`SEAMS`):
   centre     each frame is taken whole from the one window in which it lies farthest from that
              window's edges (ties: the earlier window). Two renders are never mixed, so a mouth
              that differs between two windows cannot appear twice (ghosting); every frame still
-             has at least O/2 frames of context on both sides inside its window.
+             has at least O/2 frames of context on both sides inside its window. The frame is
+             the window's output as it is (no arithmetic, its dtype kept).
   crossfade  linear ramps over the overlap (the first version): no jump at a seam, but where
              the two windows' renders differ the blend shows both (ghosting). Right for
              parameters (expressions), wrong for images.
@@ -95,17 +96,23 @@ def take_window(x, start: int, window: int) -> np.ndarray:
 def blend_stream(
   outputs: Iterable[np.ndarray], starts: list[int], n: int, window: int, seam: str = "crossfade"
 ) -> Iterator[np.ndarray]:
-  """Joins window outputs `(window, ...)` (in the order of `starts`) into n frames, in order."""
+  """Joins window outputs `(window, ...)` (in the order of `starts`) into n frames, in order:
+  float64 weighted sums, or with seam="centre" each frame as its window gave it (a view)."""
   weights = window_weights(starts, n, window, seam)
   acc: dict[int, np.ndarray] = {}
   emitted = 0
   for i, (start, out) in enumerate(zip(starts, outputs, strict=True)):
-    out = np.asarray(out, np.float64)
-    for j in range(window):
-      t = start + j
-      if t >= n:
-        break
-      acc[t] = acc.get(t, 0.0) + weights[i, j] * out[j]
+    if seam == "centre":
+      # one-hot weights: the sum would be 1.0 * x + 0.0 * y = x, so take x as it is (inference
+      # hands on ~100 frames a second from one thread: float copies of them were its largest cost)
+      out = np.asarray(out)
+      for j in np.flatnonzero(weights[i]):
+        acc[start + int(j)] = out[j]
+    else:
+      out = np.asarray(out, np.float64)
+      for j in range(min(window, n - start)):
+        t = start + j
+        acc[t] = acc.get(t, 0.0) + weights[i, j] * out[j]
     done_until = starts[i + 1] if i + 1 < len(starts) else n
     while emitted < done_until:
       yield acc.pop(emitted)
