@@ -657,7 +657,7 @@ def synth_frames(
   workers = host_workers(cfg)
   ahead = 2 * workers  # frames being pasted at once, handed on in order
   with contextlib.ExitStack() as stack:
-    pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
+    pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers, "host"))
     gen = generate_crops(models, generate, crops, shapes, masks, expression, audio, progress, pool)
     # The render (its shape renders on the pool, dispatch, fetch, window blend) runs ahead in a
     # thread of its own while the pool pastes the frames before: the two used to take turns.
@@ -754,7 +754,7 @@ def synthesize(
 
     # Frames go to the encoders from a thread of their own, at most `ahead` frames behind
     # (bounded memory); an error there surfaces here at the next frame or at the end.
-    encoder = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1))
+    encoder = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1, "encoder-feed"))
     queued: collections.deque = collections.deque()
     ahead = 32
     for f in synth_frames(models, background, samples, generate=generate, progress=progress):

@@ -11,9 +11,9 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 from jaxtalk.bench.machine import describe
+from jaxtalk.bench.threads import CHILDREN, ThreadClock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,10 +93,10 @@ def _worker(args: argparse.Namespace) -> dict:
     generate = _background_crops if job.get("host_only") else infer.make_generate(models)
     times = []
     for _ in range(2 if job["speed"] else 1):
-      t = time.perf_counter()
-      r = infer.synthesize(models, background, wav, os.path.join(tmp, "o.mp4"),
-                           generate=generate, progress=False)  # fmt: skip
-      times.append(time.perf_counter() - t)
+      with ThreadClock() as clock:  # the last run's: the compiled one
+        r = infer.synthesize(models, background, wav, os.path.join(tmp, "o.mp4"),
+                             generate=generate, progress=False)  # fmt: skip
+      times.append(clock.wall)
   out["frames"] = r.frames
   out["fps_with_compile"] = r.frames / times[0]
   if job["speed"]:
@@ -104,6 +104,7 @@ def _worker(args: argparse.Namespace) -> dict:
     # where the compiled run's time went: before the first frame, the frames, the flush
     out["first_frame_s"], out["last_frame_s"] = r.first_frame_s, r.last_frame_s
     out["total_s"] = r.total_s
+    out["thread_cpu_s"], out["thread_count"] = clock.seconds, clock.threads
   out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return out
 
@@ -115,6 +116,21 @@ def _spawn(args: argparse.Namespace, job: dict) -> dict:
   if r.returncode != 0:
     raise RuntimeError(f"benchmark worker failed:\n{r.stderr[-3000:]}")
   return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _print_threads(r: dict) -> None:
+  """The compiled run's CPU per frame by thread role (jaxtalk/bench/threads.py), and how busy
+  each role's threads were: a serial role near 100 % bounds the frame rate."""
+  if not r.get("thread_cpu_s"):
+    return
+  wall, frames = r["total_s"], r["frames"]
+  print("    CPU per frame by thread role (in brackets: busy share of the run, per thread):")
+  for name, cpu in sorted(r["thread_cpu_s"].items(), key=lambda kv: -kv[1]):
+    count = r["thread_count"].get(name, 1)
+    label = f"{name} x{count}" if count > 1 else name
+    if name == CHILDREN:  # the x264 encoder: all its threads, as cores kept busy
+      label = "encoder process (all its threads)"
+    print(f"      {label:32s} {1000 * cpu / frames:7.2f} ms  ({100 * cpu / wall / count:5.1f} %)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
       f"{r['last_frame_s']:.2f} s ({steady:.1f} frames/s between), file closed after "
       f"{r['total_s']:.2f} s"
     )
+    _print_threads(r)
   print("peak memory vs audio length (tiny config):")
   for seconds in args.seconds:
     r = _spawn(args, {"config": "tiny", "seconds": seconds, "speed": False})
