@@ -21,6 +21,7 @@ import collections
 import functools
 import glob
 import gzip
+import itertools
 import json
 import os
 import re
@@ -295,6 +296,12 @@ def main() -> int:
     help="frames for the narrow-conv comparison (the H200 run: 128; default 0, skipped: "
     "measured and not used, see narrow_conv)",
   )
+  ap.add_argument(
+    "--reflect-modes",
+    default="",
+    help="time the train step once per reflect-conv mode, e.g. pad,fold (JAXTALK_REFLECT_CONV, "
+    "models/layers.reflect_mode; default: the platform's own mode only)",
+  )
   ap.add_argument("--no-vgg", dest="vgg", action="store_false")
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument(
@@ -361,8 +368,13 @@ def main() -> int:
   cfg.train.seq_len = t
   out["train"] = {}
   trace_dir = args.trace or (os.environ["OUT"] + "/trace" if os.environ.get("OUT") else None)
-  for train_b in train_bs:
+  modes = [m for m in args.reflect_modes.split(",") if m] or [None]
+  for train_b, mode in itertools.product(train_bs, modes):
     traced = trace_dir if train_b == max(train_bs) else None
+    if mode is not None:  # read when the step is traced: each mode compiles its own step
+      os.environ["JAXTALK_REFLECT_CONV"] = mode
+      traced = traced and f"{traced}_{mode}"
+    key_b = train_b if mode is None else f"{train_b}_{mode}"
     cfg.train.batch_size = train_b
     with tempfile.TemporaryDirectory(prefix="jaxtalk-device-check-") as tmp:
       write_synthetic_dataset(
@@ -375,9 +387,10 @@ def main() -> int:
     step_gflop = train_b * clip_step
     tflops = step_gflop / r["step_s"] / 1e3
     mfu = None if peak is None else tflops * 1e12 / peak
-    out["train"][train_b] = {**r, "model_gflop": step_gflop, "tflops": tflops, "mfu": mfu}
+    out["train"][key_b] = {**r, "model_gflop": step_gflop, "tflops": tflops, "mfu": mfu}
     mfu_txt = "n/a (unknown peak: --peak-tflops)" if mfu is None else f"{100 * mfu:.1f} %"
-    print(f"  train step {size}² {args.dtype} B={train_b} T={t} vgg={args.vgg}: "
+    print(f"  train step {size}² {args.dtype} B={train_b} T={t} vgg={args.vgg}"
+          f"{'' if mode is None else f' reflect={mode}'}: "
           f"{r['step_s']:.3f} s (compile {r['compile_s']:.1f} s), model {step_gflop:.0f} GFLOP "
           f"-> {tflops:.1f} TFLOP/s, MFU {mfu_txt}; {_mem()}", flush=True)  # fmt: skip
     if traced:
@@ -389,7 +402,7 @@ def main() -> int:
         os.remove(f)  # the .trace.json.gz holds what is read back; the xplane is 10x larger
       if os.environ.get("OUT"):  # the device tool returns files at most a few folders deep
         for f in glob.glob(f"{traced}/**/*.trace.json.gz", recursive=True):
-          shutil.copy(f, f"{os.environ['OUT']}/train_step_b{train_b}.trace.json.gz")
+          shutil.copy(f, f"{os.environ['OUT']}/train_step_b{key_b}.trace.json.gz")
   out["peak_memory"] = _mem()
   print(f"  peak memory: {out['peak_memory']}", flush=True)
   print(json.dumps(out, default=float))

@@ -6,7 +6,8 @@
 #      train step time and its MFU at B = 16, peak device memory, and a profile of the largest
 #      train batch: device time by kernel kind, the top kernels, the trace in $OUT
 #      (scripts/device_check.py; --timing-args "--train-batches 16,32" for more batches,
-#      "--narrow-frames 128" for the narrow-conv study);
+#      "--narrow-frames 128" for the narrow-conv study, "--reflect-modes pad,fold" for the
+#      train step with the reflect pads folded into the convs, models/layers.reflect_mode);
 #   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
 #      its host-side work alone (--host-only: the renderer stubbed);
 #   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on half of

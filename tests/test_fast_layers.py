@@ -198,3 +198,25 @@ def test_vgg_max_pool_matches_flax_max_pool_with_relu_ties():
   xn = np.asarray(x)[:, :8, :6]
   ref = xn.reshape(2, 4, 2, 3, 2, 3).max(axis=(2, 4))
   np.testing.assert_array_equal(np.asarray(max_pool_2x2(x)), ref)
+
+
+@pytest.mark.parametrize("kernel,size", [(7, 16), (3, 16), (7, 7), (7, 6)])
+def test_folded_reflect_convs_match_old(monkeypatch, kernel, size):
+  # JAXTALK_REFLECT_CONV=fold: the zero-padded conv plus the border strips of what reflection
+  # adds, against reflect pad + VALID conv. Size 7 with a 7x7 kernel is the smallest map that
+  # folds (H > 2 pad); at 6 it falls back to padding the map.
+  monkeypatch.setenv("JAXTALK_REFLECT_CONV", "fold")
+  assert reflect_padding() == "SAME"
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 3, 5))  # not square
+  _check(ConvNormAct(6, kernel, 1, True), OldConvNormAct(6, kernel, 1, True), x)
+
+
+def test_folded_decoder_matches_old(monkeypatch):
+  monkeypatch.setenv("JAXTALK_REFLECT_CONV", "fold")
+  _check(Decoder(8, 2), OldDecoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32)))
+
+
+def test_reflect_conv_mode_typo_is_a_clear_error(monkeypatch):
+  monkeypatch.setenv("JAXTALK_REFLECT_CONV", "folded")
+  with pytest.raises(ValueError, match="JAXTALK_REFLECT_CONV='folded': expected one of"):
+    reflect_padding()

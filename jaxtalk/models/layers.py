@@ -7,12 +7,15 @@ Every module takes `dtype` (compute) and keeps `param_dtype` float32, so `model.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtalk.models import conv as conv_lib
 from jaxtalk.models.conv import conv, winograd_applies
@@ -61,11 +64,31 @@ def crop_border(x_nhwc: jax.Array, pad: int) -> jax.Array:
   return x_nhwc[:, pad:-pad, pad:-pad, :]
 
 
+REFLECT_MODES = ("same", "pad", "fold")
+
+
+def reflect_mode() -> str:
+  """How `reflect_conv` computes a reflect-padded conv, decided when the program is traced:
+
+    same  the SAME conv of the reflect-padded map, its border cropped: the CPU's (see
+          reflect_conv);
+    pad   the VALID conv of the reflect-padded map: elsewhere (a GPU's kernels take it as it
+          is; the SAME form computed ~6 % more outputs on the 64x64 bottleneck, and a crop);
+    fold  the SAME (zero-padded) conv of the map itself plus the conv of what reflection adds,
+          on border strips only: no padded copy of the map. A study: on the H200 the pads'
+          concatenates took ~10 % of the train step (docs/benchmarks.md, issue 10).
+
+  JAXTALK_REFLECT_CONV=same|pad|fold overrides the default (scripts/device_check.py measures
+  the modes against each other). Same math in every mode, to float rounding."""
+  forced = os.environ.get("JAXTALK_REFLECT_CONV", "").strip().lower()
+  if forced and forced not in REFLECT_MODES:
+    raise ValueError(f"JAXTALK_REFLECT_CONV={forced!r}: expected one of {REFLECT_MODES}")
+  return forced or ("same" if conv_lib.on_cpu() else "pad")
+
+
 def reflect_padding() -> str:
-  """The padding a conv under `reflect_conv` is built with: "SAME" on the CPU (see there),
-  "VALID" elsewhere (a GPU's kernels take the VALID conv of the padded map as it is; the SAME
-  form computed ~6 % more outputs on the 64x64 bottleneck and a crop and its gradient besides)."""
-  return "SAME" if conv_lib.on_cpu() else "VALID"
+  """The padding a conv under `reflect_conv` is built with (`reflect_mode`)."""
+  return "VALID" if reflect_mode() == "pad" else "SAME"
 
 
 def reflect_conv(layer: nn.Module, x_nhwc: jax.Array, pad: int) -> jax.Array:
@@ -78,8 +101,56 @@ def reflect_conv(layer: nn.Module, x_nhwc: jax.Array, pad: int) -> jax.Array:
   conv of the padded map computes (1 + 2 pad / H)^2 more outputs; its centre is exactly the
   VALID result (same taps, same order), so the extra border is cropped.
   """
+  h, w = x_nhwc.shape[1:3]
+  if reflect_mode() == "fold" and min(h, w) > 2 * pad:
+    y = layer(x_nhwc)  # SAME: the zero-padded conv
+    kernel = layer.variables["params"]["kernel"]
+    dtype = layer.dtype or jnp.result_type(x_nhwc.dtype, kernel.dtype)
+    border = reflect_border(x_nhwc.astype(dtype), kernel.astype(dtype), pad)
+    return add_border(y, border, pad)
   y = layer(reflect_pad(x_nhwc, pad))
   return crop_border(y, pad) if layer.padding == "SAME" else y
+
+
+def reflect_border(
+  x_nhwc: jax.Array, k_hwio: jax.Array, pad: int
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """What reflection adds to the zero-padded conv of x (kernel 2 pad + 1, stride 1): the VALID
+  conv of reflect_pad(x) - zero_pad(x), nonzero only within `pad` of the output's edges. Four
+  strips, each the conv of an edge slice of x, 2 pad + 1 wide, reflect-padded, with the cells
+  zero padding also takes from x set to 0: top and bottom `(N, pad, W, F)`, then left and right
+  `(N, H - 2 pad, pad, F)` (the rows between)."""
+  p, k = pad, 2 * pad + 1
+  h, w = x_nhwc.shape[1:3]
+  valid = functools.partial(conv, rhs=k_hwio, window_strides=(1, 1), padding="VALID")
+
+  def reflected(xs: jax.Array, rows: bool) -> jax.Array:
+    hw = ((p, p) if rows else (0, 0), (p, p))
+    xp = jnp.pad(xs, ((0, 0), *hw, (0, 0)), mode="reflect")
+    keep = np.ones(xp.shape[1:3], bool)
+    if rows:
+      keep[p : p + k, p : p + w] = False  # x's own cells
+    else:
+      keep[:, p : p + k] = False
+    return jnp.where(keep[None, :, :, None], xp, jnp.zeros((), xp.dtype))
+
+  return (
+    valid(reflected(x_nhwc[:, :k], True)[:, : 3 * p]),  # padded rows 0 .. 3p - 1
+    valid(reflected(x_nhwc[:, h - k :], True)[:, -3 * p :]),  # the last 3p
+    valid(reflected(x_nhwc[:, :, :k], False)[:, :, : 3 * p]),
+    valid(reflected(x_nhwc[:, :, w - k :], False)[:, :, -3 * p :]),
+  )
+
+
+def add_border(
+  y_nhwf: jax.Array, border: tuple[jax.Array, jax.Array, jax.Array, jax.Array], pad: int
+) -> jax.Array:
+  """y with `reflect_border`'s four strips added where they belong."""
+  top, bottom, left, right = border
+  p = pad
+  h, w = y_nhwf.shape[1:3]
+  y_nhwf = y_nhwf.at[:, :p].add(top).at[:, h - p :].add(bottom)
+  return y_nhwf.at[:, p : h - p, :p].add(left).at[:, p : h - p, w - p :].add(right)
 
 
 class ConvNormAct(nn.Module):
@@ -111,9 +182,10 @@ class ConvNormAct(nn.Module):
       (self.stride,) * 2,
       self.dtype,
     )
+    mode = reflect_mode()
     fast_reflect = (
-      self.reflect and self.stride == 1 and self.kernel % 2 == 1 and not winograd
-      and reflect_padding() == "SAME"
+      self.reflect and self.stride == 1 and self.kernel % 2 == 1
+      and (mode == "fold" or (mode == "same" and not winograd))
     )  # fmt: skip
     if self.reflect and not fast_reflect:
       x_nhwc = reflect_pad(x_nhwc, pads[0][0])
