@@ -7,33 +7,45 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
+import shutil
 import tempfile
 
 import pytest
 
-# Tests must neither depend on nor fill the user's landmark cache: one fresh cache per run (set at
-# import, so module-scoped fixtures and CLI subprocesses see it too).
-os.environ["JAXTALK_CACHE"] = tempfile.mkdtemp(prefix="jaxtalk-test-cache-")
+# One scratch folder per test run, made by the first process that imports this file (pytest, or
+# pytest-xdist's controller before it starts its workers), inherited through the environment by
+# the workers and every subprocess, and removed when that first process's session ends.
+_SCRATCH_VAR = "JAXTALK_TEST_SCRATCH"
+_OWN_SCRATCH = _SCRATCH_VAR not in os.environ
+if _OWN_SCRATCH:
+  os.environ[_SCRATCH_VAR] = tempfile.mkdtemp(prefix="jaxtalk-test-")
+SCRATCH = pathlib.Path(os.environ[_SCRATCH_VAR])
+SCRATCH.mkdir(parents=True, exist_ok=True)
 
+# Tests must neither depend on nor fill the user's landmark cache: a fresh cache per process (set
+# at import, so module-scoped fixtures and CLI subprocesses see it too).
+os.environ["JAXTALK_CACHE"] = tempfile.mkdtemp(prefix="landmarks-", dir=SCRATCH)
 
-def _run_scratch(prefix: str) -> str:
-  """A folder for this test run, shared by its pytest-xdist workers (same run id) and their
-  subprocesses, fresh for every run."""
-  run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-  if run is None:
-    return tempfile.mkdtemp(prefix=prefix)
-  path = pathlib.Path(tempfile.gettempdir()) / f"{prefix}{run}"
-  path.mkdir(exist_ok=True)
-  return str(path)
-
-
-# One XLA compilation cache per test run (JAX reads these variables when it is imported, after
-# this file). Many tests and their CLI subprocesses compile the same tiny train, inference and
-# LPIPS programs; with the cache each distinct program is compiled once per run, which is most of
-# a tiny test's time on a 2-core CPU. Fresh per run, so nothing carries over between runs.
-os.environ["JAX_COMPILATION_CACHE_DIR"] = _run_scratch("jaxtalk-test-xla-")
+# One XLA compilation cache per test run, shared by the workers (JAX reads these variables when
+# it is imported, after this file). Many tests and their CLI subprocesses compile the same tiny
+# train, inference and LPIPS programs; with the cache each distinct program is compiled once per
+# run, which is most of a tiny test's time on a 2-core CPU. Fresh per run, so nothing carries over
+# between runs.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = str(SCRATCH / "xla")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+# Compile time is most of the suite's time, and the LLVM backend's optimisation is half of each
+# compile: at level 0 the tiny train step compiles in 9 s instead of 18 s and runs in 0.18 s
+# instead of 0.09 s (docs/benchmarks.md, "CI time"). Only the machine code's
+# optimisation changes: the HLO program, its fusions and its float semantics (no fast-math) are
+# those the project runs with. A level in the user's XLA_FLAGS is kept.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+  ).strip()
+_DEVICE_COUNT_FLAG = re.compile(r"--xla_force_host_platform_device_count=\S+")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -57,6 +69,26 @@ def require_shared(paths: list[pathlib.Path] | pathlib.Path, what: str) -> None:
   if data_required():
     pytest.fail(f"JAXTALK_REQUIRE_DATA=1 but {reason}", pytrace=False)
   pytest.skip(reason)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+  if _OWN_SCRATCH and not hasattr(session.config, "workerinput"):  # pytest or xdist's controller
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
+# pytest-xdist (--dist loadfile) hands whole files to its workers in collection order, which is
+# alphabetical, and several of the slowest files sort late: started last, one of them kept a
+# worker busy minutes after the other had finished. The files that take over 100 s go first,
+# slowest first (docs/benchmarks.md, "CI time"); the order inside a file is kept.
+SLOW_FILES = (
+  "test_infer.py", "test_stability_trained.py", "test_train_parallel.py", "test_train.py",
+  "test_a2e_train.py", "test_quality.py", "test_eval_metrics.py", "test_train_losses.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  rank = {name: i for i, name in enumerate(SLOW_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +123,16 @@ def tedlieu_clip() -> pathlib.Path:
   path = LONG_DIR / "tedlieu_60s.mp4"
   require_shared(path, "the long Ted Lieu clip")
   return path
+
+
+@pytest.fixture
+def child_env() -> dict[str, str]:
+  """The environment for a child process that chooses its own CPU device count
+  (`jax_num_cpu_devices`): this one's, XLA_FLAGS without a host device count."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = " ".join(_DEVICE_COUNT_FLAG.sub("", env.get("XLA_FLAGS", "")).split())
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
 
 
 @pytest.fixture(scope="session")

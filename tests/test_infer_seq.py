@@ -8,7 +8,6 @@ comparison runs in a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -68,12 +67,14 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_seq_sharded_inference_equals_one_device(tmp_path):
+def test_seq_sharded_inference_equals_one_device(tmp_path, child_env):
   out = tmp_path / "out.json"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run(
-    [sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True, text=True, timeout=600
+    [sys.executable, "-c", CHILD, str(out)],
+    env=child_env,
+    capture_output=True,
+    text=True,
+    timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
   r = json.loads(out.read_text())

@@ -21,7 +21,6 @@ into a full-size step of either sign, so only SGD makes "same parameters" a tigh
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -180,19 +179,18 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def env() -> dict[str, str]:
-  e = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS")}
-  e["JAX_PLATFORMS"] = "cpu"
+def env(child_env: dict[str, str]) -> dict[str, str]:
+  e = {k: v for k, v in child_env.items() if k != "JAX_COORDINATOR_ADDRESS"}
   e["GRPC_ENABLE_FORK_SUPPORT"] = "0"
   return e
 
 
-def run_two(script, data, work, mode: str, timeout: int = 600) -> list[dict]:
+def run_two(script, data, work, mode: str, child_env, timeout: int = 600) -> list[dict]:
   port = free_port()
   procs = [
     subprocess.Popen(
       [sys.executable, str(script), mode, str(data), str(work), str(i), str(port)],
-      env=env(),
+      env=env(child_env),
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       text=True,
@@ -217,7 +215,7 @@ def run_two(script, data, work, mode: str, timeout: int = 600) -> list[dict]:
   return [json.loads((work / f"{mode}{i}.json").read_text()) for i in range(2)]
 
 
-def test_two_processes_train_like_one_and_share_checkpoints(tmp_path):
+def test_two_processes_train_like_one_and_share_checkpoints(tmp_path, child_env):
   data = write_synthetic_dataset(tmp_path / "ds", n_clips=2, n_frames=16, size=64,
                                  expression_dim=16, n_points=18)  # fmt: skip
   script = tmp_path / "worker.py"
@@ -231,7 +229,7 @@ def test_two_processes_train_like_one_and_share_checkpoints(tmp_path):
   work = tmp_path / "work"
   work.mkdir()
 
-  a = run_two(script, data, work, "train")
+  a = run_two(script, data, work, "train", child_env)
   assert [
     (r["process_index"], r["process_count"], r["devices"], r["local_devices"]) for r in a
   ] == [
@@ -248,7 +246,7 @@ def test_two_processes_train_like_one_and_share_checkpoints(tmp_path):
 
   single = subprocess.run(
     [sys.executable, str(script), "single", str(data), str(work)],
-    env=env(), capture_output=True, text=True, timeout=600,
+    env=env(child_env), capture_output=True, text=True, timeout=600,
   )  # fmt: skip
   assert single.returncode == 0, (single.stdout + single.stderr)[-4000:]
   b = json.loads((work / "single0.json").read_text())
@@ -259,6 +257,6 @@ def test_two_processes_train_like_one_and_share_checkpoints(tmp_path):
   assert b["param_max_abs_diff"] < 1e-5 * max(1.0, b["param_scale"]), b
   assert b["restore_multi_exact"] and b["restore_multi_meta"] == {"written_by": 2}
 
-  c = run_two(script, data, work, "restore")
+  c = run_two(script, data, work, "restore", child_env)
   for r in c:
     assert r["restore_single_exact"] and r["restore_single_meta"] == {"written_by": 1}, r

@@ -9,17 +9,22 @@ comparison runs in a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
+import jax
+import numpy as np
+
+from jaxtalk.config import load_config
+from jaxtalk.train.parallel import PMAP_AXIS, Runner
 from jaxtalk.train.synthetic import write_synthetic_dataset
 
 SCRIPT = textwrap.dedent(
   """
   import functools, json, sys
-  import jax, numpy as np
+  import jax, numpy as np, optax
   jax.config.update("jax_num_cpu_devices", 8)
   from jaxtalk.config import load_config
   from jaxtalk.data import pipeline as P
@@ -111,14 +116,16 @@ SCRIPT = textwrap.dedent(
     "pmap": compare(ref, run(cfgp, pm, [1, 1, 2])),
   }
 
-  # The same with learning rates > 0: the parameters must move, and move the same way. Adam's
-  # first update is lr * g / (|g| + eps) ~ lr * sign(g) per entry, so both paths must give the
-  # same update on (nearly) every entry; only entries whose gradient is rounding noise may flip.
+  # The same with learning rates > 0: on the mesh the parameters must move, and move by the Adam
+  # step that the gradients call for. Adam's first update, in NumPy from the single-device first
+  # step's moment estimates (taken at the same initial parameters, learning rates 0):
+  # -lr * (mu / (1 - b1)) / (sqrt(nu / (1 - b2)) + eps), about lr * sign(g) per entry. The mesh's
+  # update must equal it on (nearly) every entry; only entries whose gradient is rounding noise
+  # may flip their sign.
   lr = 1e-3
   trained = [b for b in base if "lr=" not in b] + [
     f"train.lr={lr}", f"train.smooth_lr={lr}", f"train.disc_lr={lr}"]
-  cfg1t, cfg8t = load_config("tiny", trained), load_config("tiny", trained + ["train.mesh_seq=2"])
-  (s1, m1) = run(cfg1t, Runner.create(cfg1t, "jit", devices=jax.devices()[:1]), [1])
+  cfg8t = load_config("tiny", trained + ["train.mesh_seq=2"])
   (s8, m8) = run(cfg8t, Runner.create(cfg8t, "jit"), [1])
 
   def update(st):
@@ -127,36 +134,47 @@ SCRIPT = textwrap.dedent(
     return np.concatenate([(np.asarray(a, np.float64) - np.asarray(b, np.float64)).ravel()
                            for a, b in zip(new, old)])
 
-  u1, u8 = update(s1[0]), update(s8[0])
+  def moments(st, name):
+    # g_opt holds one Adam state per parameter subtree (renderer, smoothing), each over its own
+    # leaves: in that order they are g_params's leaves, then d_opt's are d_params's
+    return np.concatenate([np.asarray(x, np.float64).ravel() for opt in (st.g_opt, st.d_opt)
+                           for _, tree in optax.tree_utils.tree_get_all_with_path(opt, name)
+                           for x in jax.tree.leaves(tree)])
+
+  first, ref_metrics = ref[0][0], ref[1][0]  # the state and metrics after the first step
+  b1, b2 = cfg1.train.adam_b1, cfg1.train.adam_b2
+  mu, nu = moments(first, "mu"), moments(first, "nu")
+  adam = -lr * (mu / (1 - b1)) / (np.sqrt(nu / (1 - b2)) + 1e-8)
+  u8 = update(s8[0])
+  assert u8.shape == adam.shape, (u8.shape, adam.shape)
   result["trained"] = {
-    "moved": float(np.mean(np.abs(u1) > 0.5 * lr)),
-    "max_update": float(np.abs(u1).max()),
-    "same_update": float(np.mean(np.abs(u1 - u8) <= 0.01 * lr)),
-    "loss": abs(m1[0]["loss_g"] - m8[0]["loss_g"]) / abs(m1[0]["loss_g"]),
+    "moved": float(np.mean(np.abs(u8) > 0.5 * lr)),
+    "max_update": float(np.abs(u8).max()),
+    "same_update": float(np.mean(np.abs(u8 - adam) <= 0.01 * lr)),
+    "loss": abs(ref_metrics["loss_g"] - m8[0]["loss_g"]) / abs(ref_metrics["loss_g"]),
   }
   json.dump(result, open(out, "w"))
   """
 )
 
 
-def test_sharded_and_pmap_steps_equal_the_single_device_step(tmp_path):
+def test_sharded_and_pmap_steps_equal_the_single_device_step(tmp_path, child_env):
   data = write_synthetic_dataset(tmp_path / "ds", n_clips=2, n_frames=12, size=64,
                                  expression_dim=16, n_points=18)  # fmt: skip
   script = tmp_path / "parallel.py"
   script.write_text(SCRIPT)
   out = tmp_path / "out.json"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run(
-    [sys.executable, str(script), str(data), str(out)], env=env, capture_output=True, text=True,
-    timeout=600,
+    [sys.executable, str(script), str(data), str(out)], env=child_env, capture_output=True,
+    text=True, timeout=600,
   )  # fmt: skip
   assert proc.returncode == 0, proc.stderr[-4000:]
   r = json.loads(out.read_text())
   assert r["sharded"]["steps"] == [2, 2] and r["pmap"]["steps"] == [3, 3]
   t = r["trained"]
-  # lr 1e-3: one Adam step moves the parameters by ~lr (not a no-op), on the mesh as on one
-  # device, entry by entry (rounding-noise gradients may flip the sign of a few entries)
+  # lr 1e-3: one Adam step on the mesh moves the parameters by ~lr (not a no-op), entry by entry
+  # as Adam's formula says from one device's gradients (rounding-noise gradients may flip the
+  # sign of a few entries)
   assert t["moved"] > 0.5 and 0.5e-3 < t["max_update"] < 2e-3, t
   assert t["same_update"] > 0.99 and t["loss"] < 1e-5, t
   for path in ("sharded", "pmap"):
@@ -169,3 +187,35 @@ def test_sharded_and_pmap_steps_equal_the_single_device_step(tmp_path):
     # norms over small-variance features amplify the last-bit differences of the partial sums
     assert c["opt"] < 5e-4, (path, c)
     assert c["stats"] < 1e-4, (path, c)
+
+
+class _State(NamedTuple):
+  key: np.ndarray
+  step: np.ndarray
+  w: np.ndarray
+
+
+def test_pmap_runner_traces_its_step_once():
+  """Runner.put_state lays the state out as pmap lays out its outputs, so feeding a step's
+  output state to the next step (every training step) neither traces nor compiles it again;
+  and each step computes what it should (a one-device pmap: the layout, not the device count,
+  is under test)."""
+  runner = Runner.create(
+    load_config("tiny", ["train.parallel='pmap'"]), "pmap", devices=jax.devices()[:1]
+  )
+  traces = []
+
+  def fn(state, batch, rng, frozen, axis_name=None):
+    traces.append(axis_name)
+    return state._replace(step=state.step + 1, w=state.w + batch["x"].sum()), {"n": state.step}
+
+  key = np.asarray(jax.random.key_data(jax.random.key(0)))
+  state = runner.put_state(_State(key, np.int32(0), np.zeros(3, np.float32)))
+  step = runner.step(fn)
+  for i in range(3):
+    state, metrics = step(state, runner.put_batch({"x": np.full((2, 4), i, np.float32)}), None)
+    assert metrics["n"] == i
+  assert traces == [PMAP_AXIS]
+  single = runner.get_state(state)
+  assert int(single.step) == 3
+  np.testing.assert_array_equal(single.w, np.full(3, 8 * (0 + 1 + 2), np.float32))

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 
 from jaxtalk import sharding as sh
 from jaxtalk.errors import ConfigError
@@ -152,8 +152,16 @@ class Runner:
     """A plain (restored, single-copy) state into this runner's layout."""
     if self.mode == "jit":
       return jax.device_put(state, self.state_shardings(state))
+    # One copy per device, in the layout pmap gives its outputs (the leading axis sharded over a
+    # mesh of these devices named like the pmap axis). From any other layout (one device's
+    # array), pmap's second call, fed the first call's outputs, would trace and compile again.
     n = self.n_devices
-    return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x)[None], (n, *jnp.shape(x))), state)
+    mesh = Mesh(np.array(self.devices), (PMAP_AXIS,), axis_types=(AxisType.Auto,))
+    sharding = sh.named(mesh, sh.BATCH)
+    return jax.tree.map(
+      lambda x: jax.device_put(np.broadcast_to(np.asarray(x)[None], (n, *np.shape(x))), sharding),
+      state,
+    )
 
   def get_state(self, state: PyTree) -> PyTree:
     """The single-copy state (for checkpoints and inspection)."""
