@@ -163,10 +163,11 @@ for s in "${STAGES[@]}"; do
     tests)
       # f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU.
       # 240 s: 21 tests took 105 s in the third session; the six reflect-fold tests add small compiles.
-      # XLA's own backend level (3): tests/conftest.py lowers it to 0 for the CPU, unless set.
+      # On the GPU, XLA's own backend level (3): tests/conftest.py lowers it to 0 unless set.
+      LEVEL=()
+      [ "$CPU" = 1 ] || LEVEL=("XLA_FLAGS=${XLA_FLAGS:-} --xla_backend_optimization_level=3")
       stage "bf16 tests on the default device" 240 env JAX_DEFAULT_MATMUL_PRECISION=highest \
-        XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=3" \
-        "$PY" -m pytest -q -x -p no:cacheprovider \
+        "${LEVEL[@]}" "$PY" -m pytest -q -x -p no:cacheprovider \
         "tests/test_models.py::test_bf16_close_to_f32_with_f32_params" tests/test_fast_layers.py \
         tests/test_attention.py
       join_background ;;
