@@ -6,8 +6,12 @@
 #      train step time and its MFU at B = 16, peak device memory, and a profile of the largest
 #      train batch: device time by kernel kind, the top kernels, the trace in $OUT
 #      (scripts/device_check.py; --timing-args "--train-batches 16,32" for more batches,
-#      "--narrow-frames 128" for the narrow-conv study, "--reflect-modes pad,fold" for the
-#      train step with the reflect pads folded into the convs, models/layers.reflect_mode);
+#      "--conv-frames 64" for the conv study (the convs the H200's profiles found slow for their
+#      FLOPs: the 3- and 6-channel ones and the UpConv 2x2s' weight gradients, cuDNN's against
+#      the library's study forms), "--step-variants pad,fold+taps+ch8" for the train step once
+#      per form: reflect pads folded into the convs (models/layers.reflect_mode), the UpConv
+#      weight gradients by matrix products (models/conv.gpu_weight_grad), channels padded to 8
+#      (models/conv.channel_multiple));
 #   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
 #      its host-side work alone (--host-only: the renderer stubbed);
 #   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on half of
@@ -162,14 +166,16 @@ for s in "${STAGES[@]}"; do
         --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" --host-only ;;
     tests)
       # f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU.
-      # 240 s: 21 tests took 105 s in the third session; the six reflect-fold tests add small compiles.
+      # 240 s: 21 tests took 105 s in the third session; the reflect-fold, channel-padding and
+      # weight-gradient tests (~25) add small compiles.
       # On the GPU, XLA's own backend level (3): tests/conftest.py lowers it to 0 unless set.
       LEVEL=()
       [ "$CPU" = 1 ] || LEVEL=("XLA_FLAGS=${XLA_FLAGS:-} --xla_backend_optimization_level=3")
       stage "bf16 tests on the default device" 240 env JAX_DEFAULT_MATMUL_PRECISION=highest \
         "${LEVEL[@]}" "$PY" -m pytest -q -x -p no:cacheprovider \
         "tests/test_models.py::test_bf16_close_to_f32_with_f32_params" tests/test_fast_layers.py \
-        tests/test_attention.py
+        tests/test_attention.py tests/test_conv.py::test_weight_grad_by_taps_off_the_cpu \
+        tests/test_conv.py::test_channels_padded_to_a_multiple_are_the_same_conv
       join_background ;;
     *) echo "unknown stage $s (timing, pipeline, host, tests)" >&2; exit 2 ;;
   esac

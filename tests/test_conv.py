@@ -58,6 +58,116 @@ def test_conv_and_gradients_match_xla(h, w, c, f, kernel, stride, padding):
     np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
 
 
+def _conv_channels(jaxpr) -> list[tuple[int, ...]]:
+  """Every convolution's batch and feature sizes (input, kernel, output) in a jaxpr, nested ones
+  included: read through its dimension numbers, as a gradient's conv swaps the roles."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      lhs, rhs = (v.aval.shape for v in eqn.invars)
+      out = eqn.outvars[0].aval.shape
+      dn = eqn.params["dimension_numbers"]
+      found.append(tuple(s[i] for s, spec in ((lhs, dn.lhs_spec), (rhs, dn.rhs_spec),
+                                               (out, dn.out_spec)) for i in spec[:2]))  # fmt: skip
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      found += _conv_channels(sub)
+  return found
+
+
+# the paper config's narrow convs, small: the encoder's first (6 -> 64), the decoder's last
+# (64 -> 3), D's first (3 -> 64, stride 2) and last (512 -> 1 there), VGG's first (3 -> 64), and
+# a conv narrow on both sides
+NARROW = [
+  (9, 11, 6, 16, 7, 1, "SAME"),
+  (12, 10, 40, 3, 7, 1, "VALID"),
+  (16, 14, 3, 16, 4, 2, ((1, 1), (1, 1))),
+  (9, 10, 24, 1, 4, 1, ((1, 1), (1, 1))),
+  (10, 9, 3, 16, 3, 1, ((1, 1), (1, 1))),
+  (9, 9, 5, 6, 3, 1, "SAME"),
+]
+
+
+@pytest.mark.parametrize("cpu", [True, False], ids=["cpu-grads", "xla-grads"])
+@pytest.mark.parametrize("h,w,c,f,kernel,stride,padding", NARROW)
+def test_channels_padded_to_a_multiple_are_the_same_conv(
+  monkeypatch, h, w, c, f, kernel, stride, padding, cpu
+):
+  # JAXTALK_CONV_CHANNELS=8 (a GPU study): x and k zero-padded to 8-channel multiples, the
+  # output sliced back; against lax on the unpadded operands, with the CPU's own gradients and
+  # with XLA's (what a GPU runs)
+  monkeypatch.setenv("JAXTALK_CONV_CHANNELS", "8")
+  monkeypatch.setattr(C, "on_cpu", lambda: cpu)
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(1), 3)
+  x = jax.random.normal(kx, (8, h, w, c))  # batch 8: a gradient's conv takes it as features
+  k = jax.random.normal(kk, (kernel, kernel, c, f)) * 0.2
+  st = (stride, stride)
+  fn = lambda x, k: C.conv(x, k, st, padding, dimension_numbers=DN)  # noqa: E731
+  y_ref = _lax(x, k, st, padding)
+  cot = jax.random.normal(kc, y_ref.shape)
+  # the padding is really there: the forward's conv is 8-aligned, and so is every conv of
+  # XLA's gradients (the CPU's own gradients are products of their own, module docstring)
+  convs = _conv_channels(jax.make_jaxpr(fn)(x, k).jaxpr)
+  if not cpu:
+    convs += _conv_channels(
+      jax.make_jaxpr(lambda x, k, g: jax.vjp(fn, x, k)[1](g))(x, k, cot).jaxpr
+    )
+  assert len(convs) >= (1 if cpu else 3), convs  # forward, then dx and dk
+  assert all(n % 8 == 0 for sizes in convs for n in sizes), convs
+  y = jax.jit(fn)(x, k)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
+  dx, dk = _grads(fn, x, k, cot)
+  dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, st, padding), x, k, cot)
+  for a, b in ((dx, dx_ref), (dk, dk_ref)):
+    assert a.shape == b.shape
+    scale = float(np.max(np.abs(np.asarray(b))))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
+
+
+@pytest.mark.parametrize("split_rows", [4096, 16], ids=["one-part", "parts"])
+@pytest.mark.parametrize("c,f", [(40, 48), (48, 40), (4, 6)])
+def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f, split_rows):
+  # JAXTALK_CONV_WGRAD=taps (a GPU study): the UpConv's 2x2 stride-1 conv, traced as a GPU
+  # traces it, takes its weight gradient by per-tap matrix products (weight_grad_split), and its
+  # input gradient from XLA. The 169 rows of each tap's sum: one part, or 10 parts of 17 rows
+  # (the last with a zero row of padding)
+  monkeypatch.setattr(C, "on_cpu", lambda: False)
+  monkeypatch.setattr(C, "WGRAD_SPLIT_ROWS", split_rows)
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(2), 3)
+  x = jax.random.normal(kx, (2, 7, 8, c))
+  k = jax.random.normal(kk, (2, 2, c, f)) * 0.2
+  pads = ((1, 1), (1, 1))
+  fn = lambda x, k: C.conv(x, k, (1, 1), pads, dimension_numbers=DN)  # noqa: E731
+  y_ref = _lax(x, k, (1, 1), pads)
+  cot = jax.random.normal(kc, y_ref.shape)
+  # a new function each time: JAX caches a trace by function, and the mode is read in tracing
+  backward = lambda: jax.make_jaxpr(lambda x, k, g: jax.vjp(fn, x, k)[1](g))  # noqa: E731
+  counts = {}
+  for mode in ("xla", "taps"):
+    monkeypatch.setenv("JAXTALK_CONV_WGRAD", mode)
+    counts[mode] = len(_conv_channels(backward()(x, k, cot).jaxpr))
+  # taps: the forward and dx (linear_transpose); xla's vjp adds dk and a primal it discards
+  assert counts["taps"] == 2 and counts["xla"] > 2, counts
+  dx, dk = _grads(fn, x, k, cot)
+  dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, (1, 1), pads), x, k, cot)
+  for a, b in ((dx, dx_ref), (dk, dk_ref)):
+    scale = float(np.max(np.abs(np.asarray(b))))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
+  monkeypatch.setenv("JAXTALK_CONV_WGRAD", "rows")
+  with pytest.raises(ValueError, match="JAXTALK_CONV_WGRAD='rows': expected one of"):
+    backward()(x, k, cot)
+
+
+def test_conv_channels_unset_pads_nothing_and_a_typo_is_a_clear_error(monkeypatch):
+  x, k = jnp.zeros((1, 8, 8, 3)), jnp.zeros((3, 3, 3, 5))
+  monkeypatch.delenv("JAXTALK_CONV_CHANNELS", raising=False)
+  jaxpr = jax.make_jaxpr(lambda x, k: C.conv(x, k, (1, 1), "SAME", dimension_numbers=DN))(x, k)
+  assert _conv_channels(jaxpr.jaxpr) == [(1, 3, 5, 3, 1, 5)]
+  monkeypatch.setenv("JAXTALK_CONV_CHANNELS", "eight")
+  with pytest.raises(ValueError, match="JAXTALK_CONV_CHANNELS='eight': expected a positive"):
+    C.conv(x, k, (1, 1), "SAME", dimension_numbers=DN)
+
+
 def _numpy_weight_grad(x, g, kernel, stride, pads):
   """dk[a, b, c, f] = sum over n and output pixels (y, x) of xpad[n, s y + a, s x + b, c] g[n, y,
   x, f]: the definition, in float64."""

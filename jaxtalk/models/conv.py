@@ -39,6 +39,11 @@ docs/benchmarks.md). The same sums in another order: outputs differ from the dir
 by float32 rounding (~1e-5 of the output's scale, tests/test_conv.py). Other backends keep
 their own convolution (`on_cpu`).
 
+Two studies for the GPU, off by default (docs/benchmarks.md, issue 10): on any backend,
+JAXTALK_CONV_CHANNELS=N zero-pads the channels of the convs handled here to multiples of N
+(`channel_multiple`); off the CPU, JAXTALK_CONV_WGRAD=taps takes the weight gradient of even
+stride-1 kernels (the UpConv's 2x2) as the CPU does, by matrix products (`gpu_weight_grad`).
+
 Anything else (dilation, groups, other layouts or ranks, a stride that does not divide the
 kernel) goes to `lax.conv_general_dilated` unchanged.
 """
@@ -46,6 +51,7 @@ kernel) goes to `lax.conv_general_dilated` unchanged.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 
 import jax
@@ -58,6 +64,11 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 CHUNK_BYTES = 8 * 2**20
 # below this many channels on either side the weight gradient uses im2col (weight_grad_valid)
 MIN_CHANNELS_PER_TAP = 32
+
+# off the CPU under JAXTALK_CONV_WGRAD=taps, a weight gradient's sum over rows is cut into up to
+# this many parts of at least this many rows (weight_grad_split)
+WGRAD_SPLITS = 128
+WGRAD_SPLIT_ROWS = 4096
 
 # 3x3 stride-1 convs with at least this many channels on both sides run as Winograd on the CPU
 WINOGRAD_MIN_CHANNELS = 256
@@ -103,6 +114,60 @@ def on_cpu() -> bool:
   (2-core CPU, 2026-11-26). Lowering for another platform than the default one (jax.export)
   therefore keeps the default backend's forms."""
   return jax.default_backend() == "cpu"
+
+
+def channel_multiple() -> int:
+  """The multiple every conv's input and output channels are zero-padded to (1: none), read
+  from JAXTALK_CONV_CHANNELS when the program is traced. A study for the GPU (issue 10,
+  docs/benchmarks.md): on the H200 the paper config's convs with a 3- or 6-channel side (the
+  renderer's first and last 7x7s, D's and VGG's first) ran as single-launch sm80 kernels, about
+  15 % of the bf16 train step for a small share of its FLOPs, where the wide convs got sm90
+  kernels. A likely cause: a 3- or 6-channel bf16 row is not 16-byte aligned. XLA pads f16
+  convs to multiples of 8 for the tensor cores itself (its cudnn_pad_for_convolutions pass),
+  but not bf16 ones. The padded channels are zeros in both x and k, so they add exact zeros to
+  every sum, and the extra output channels are sliced off: outputs and gradients are the
+  unpadded conv's, to the order of summation (tests/test_conv.py); the parameters keep their
+  shapes. The FLOPs the MFU counts are the unpadded model's (scripts/device_check.py)."""
+  raw = os.environ.get("JAXTALK_CONV_CHANNELS", "").strip()
+  if not raw:
+    return 1
+  if not raw.isdigit() or int(raw) < 1:
+    raise ValueError(f"JAXTALK_CONV_CHANNELS={raw!r}: expected a positive integer (1: off)")
+  return int(raw)
+
+
+WEIGHT_GRAD_MODES = ("xla", "taps")
+
+
+def gpu_weight_grad() -> str:
+  """How a conv's weight gradient is taken off the CPU, read from JAXTALK_CONV_WGRAD when the
+  program is traced: `xla` (the default: XLA's, cuDNN's on a GPU) or `taps`, a study: for
+  stride-1 convs with an even kernel, one matrix product per tap over the flattened rows, as
+  the CPU's `weight_grad_valid`, with each product's long sum cut into independent parts
+  (`weight_grad_split`). On the H200, cuDNN took the UpConv's 2x2 weight gradients as forward
+  kernels of 64 and 128 thread blocks for its 132 SMs, the sum over all 4.3 M output pixels
+  unsplit: 17.2 and 4.8 ms of the 537 ms B = 32 train step, ~65 and ~237 TFLOP/s (the third
+  session's trace). The input gradient stays XLA's. Same sums in another order
+  (tests/test_conv.py)."""
+  mode = os.environ.get("JAXTALK_CONV_WGRAD", "").strip().lower() or "xla"
+  if mode not in WEIGHT_GRAD_MODES:
+    raise ValueError(f"JAXTALK_CONV_WGRAD={mode!r}: expected one of {WEIGHT_GRAD_MODES}")
+  return mode
+
+
+def pad_channels(
+  x_nhwc: jax.Array, k_hwio: jax.Array, multiple: int
+) -> tuple[jax.Array, jax.Array]:
+  """x and k with the input channels C (x's and k's) and the output channels F (k's) zero-padded
+  up to multiples of `multiple`; the conv's output then has the padded F, its first F the
+  unpadded conv's."""
+  c, f = k_hwio.shape[2:]
+  cp, fp = -(-c // multiple) * multiple, -(-f // multiple) * multiple
+  if cp != c:
+    x_nhwc = jnp.pad(x_nhwc, ((0, 0), (0, 0), (0, 0), (0, cp - c)))
+  if (cp, fp) != (c, f):
+    k_hwio = jnp.pad(k_hwio, ((0, 0), (0, 0), (0, cp - c), (0, fp - f)))
+  return x_nhwc, k_hwio
 
 
 def _lax_conv(x: jax.Array, k: jax.Array, strides: Sequence[int], pads) -> jax.Array:
@@ -183,6 +248,32 @@ def weight_grad_valid(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -
   g_fl = jnp.pad(g_lf.T, ((0, 0), (extra, extra)))
   dk = _im2col_product(g_fl, [extra - o for o in offsets], x_lc, rows)  # (taps * F, C)
   return dk.reshape(-1, f, c).transpose(0, 2, 1).reshape(kh, kw, c, f)
+
+
+def weight_grad_split(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -> jax.Array:
+  """`weight_grad_valid`'s per-tap products for a GPU (`gpu_weight_grad`): each tap's sum over
+  the rows cut into up to WGRAD_SPLITS parts of at least WGRAD_SPLIT_ROWS rows, computed as one
+  batched product (the parts are independent thread blocks whatever the GEMM library makes of
+  one long sum, which cuDNN did not split), the parts then summed, all in float32."""
+  n, hp, wp, c = xp_nhwc.shape
+  _, ho, wo, f = g_nhwf.shape
+  rows = n * hp * wp
+  offsets = [a * wp + b for a in range(kh) for b in range(kw)]
+  used = rows - offsets[-1]  # g's rows past this are padding (zero), as in weight_grad_valid
+  splits = max(1, min(WGRAD_SPLITS, used // WGRAD_SPLIT_ROWS))
+  per = -(-used // splits)
+  total = per * splits
+  g_lf = jnp.pad(g_nhwf, ((0, 0), (0, hp - ho), (0, wp - wo), (0, 0))).reshape(rows, f)[:used]
+  g_spf = jnp.pad(g_lf, ((0, total - used), (0, 0))).reshape(splits, per, f)
+  # zero rows at the end of x, so every tap's window of `total` rows is in range (and meets
+  # g's zero rows there)
+  x_lc = jnp.pad(xp_nhwc.reshape(rows, c), ((0, total - used), (0, 0)))
+  taps = [
+    jnp.einsum("spc,spf->scf", x_lc[o : o + total].reshape(splits, per, c), g_spf,
+               preferred_element_type=jnp.float32).sum(0)
+    for o in offsets
+  ]  # fmt: skip
+  return jnp.stack(taps).reshape(kh, kw, c, f)
 
 
 def _pad(x_nhwc: jax.Array, pads: Pads) -> jax.Array:
@@ -435,7 +526,14 @@ def _conv_bwd(strides, pads, res, g):
     _, vjp = jax.vjp(lambda x, k: _lax_conv(x, k, strides, pads), x, k)
     return vjp(g)
 
-  dx, dk = _cpu_grads(x, k, strides, pads, g) if on_cpu() else xla(x, k, g)
+  kh, kw = k.shape[:2]
+  if on_cpu():
+    dx, dk = _cpu_grads(x, k, strides, pads, g)
+  elif strides == (1, 1) and (kh % 2 == 0 or kw % 2 == 0) and gpu_weight_grad() == "taps":
+    (dx,) = jax.linear_transpose(lambda x: _lax_conv(x, k, strides, pads), x)(g)
+    dk = weight_grad_split(_pad(x, pads), g, kh, kw)
+  else:
+    dx, dk = xla(x, k, g)
   return dx.astype(x.dtype), dk.astype(k.dtype)
 
 
@@ -494,8 +592,12 @@ def conv(
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
   if any(p < 0 for pair in pads for p in pair):
     return plain()
+  f = rhs.shape[3]
+  lhs, rhs = pad_channels(lhs, rhs, channel_multiple())
   n, h, w, c = lhs.shape
   xp_shape = (n, h + sum(pads[0]), w + sum(pads[1]), c)
   if on_cpu() and winograd_applies(xp_shape, rhs.shape, strides, lhs.dtype):
-    return winograd_conv3x3(lhs, rhs, pads)
-  return _conv(lhs, rhs, strides, pads)
+    y = winograd_conv3x3(lhs, rhs, pads)
+  else:
+    y = _conv(lhs, rhs, strides, pads)
+  return y if y.shape[3] == f else y[..., :f]
