@@ -4,6 +4,9 @@ gradient, against a direct NumPy sum over output pixels."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -124,15 +127,12 @@ def test_channels_padded_to_a_multiple_are_the_same_conv(
     np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
 
 
-@pytest.mark.parametrize("split_rows", [4096, 16], ids=["one-part", "parts"])
 @pytest.mark.parametrize("c,f", [(40, 48), (48, 40), (4, 6)])
-def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f, split_rows):
+def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f):
   # JAXTALK_CONV_WGRAD=taps (a GPU study): the UpConv's 2x2 stride-1 conv, traced as a GPU
-  # traces it, takes its weight gradient by per-tap matrix products (weight_grad_split), and its
-  # input gradient from XLA. The 169 rows of each tap's sum: one part, or 10 parts of 17 rows
-  # (the last with a zero row of padding)
+  # traces it, takes its weight gradient by per-tap, per-frame matrix products
+  # (weight_grad_frames), and its input gradient from XLA
   monkeypatch.setattr(C, "on_cpu", lambda: False)
-  monkeypatch.setattr(C, "WGRAD_SPLIT_ROWS", split_rows)
   kx, kk, kc = jax.random.split(jax.random.PRNGKey(2), 3)
   x = jax.random.normal(kx, (2, 7, 8, c))
   k = jax.random.normal(kk, (2, 2, c, f)) * 0.2
@@ -156,6 +156,47 @@ def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f, split_rows):
   monkeypatch.setenv("JAXTALK_CONV_WGRAD", "rows")
   with pytest.raises(ValueError, match="JAXTALK_CONV_WGRAD='rows': expected one of"):
     backward()(x, k, cot)
+
+
+SHARDED_TAPS = """
+import os
+import jax
+jax.config.update("jax_num_cpu_devices", 8)
+import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jaxtalk.models import conv as C
+
+C.on_cpu = lambda: False  # the GPU's forms
+mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+x = jax.random.normal(jax.random.PRNGKey(0), (16, 12, 12, 32))
+x = jax.device_put(x, NamedSharding(mesh, P("data")))
+k = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 32, 64)) * 0.1
+out, ops = {}, {}
+for mode in ("xla", "taps"):
+  os.environ["JAXTALK_CONV_WGRAD"] = mode
+  loss = lambda x, k: jnp.sum(C.conv(x, k, (1, 1), ((1, 1), (1, 1))) ** 2)
+  f = jax.jit(jax.grad(loss, argnums=1))  # a new function per mode: traced again
+  out[mode] = f(x, k)
+  hlo = f.lower(x, k).compile().as_text()
+  ops[mode] = {op: hlo.count(op + "(") for op in ("all-reduce", "all-gather", "all-to-all",
+                                                 "collective-permute")}
+err = float(jnp.max(jnp.abs(out["taps"] - out["xla"])) / jnp.max(jnp.abs(out["xla"])))
+print(ops, err)
+assert ops["taps"] == ops["xla"] == {"all-reduce": 1, "all-gather": 0, "all-to-all": 0,
+                                     "collective-permute": 0}, ops
+assert err < 1e-5, err
+print("OK")
+"""
+
+
+def test_weight_grad_by_taps_keeps_the_frames_sharded(child_env):
+  # weight_grad_frames batches over the frames, the dimension a data-parallel mesh shards: on 8
+  # fake devices its gradient needs the one all-reduce XLA's own needs, and nothing gathered
+  result = subprocess.run(
+    [sys.executable, "-c", SHARDED_TAPS], env=child_env, capture_output=True, text=True,
+    timeout=300,
+  )  # fmt: skip
+  assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
 
 
 def test_conv_channels_unset_pads_nothing_and_a_typo_is_a_clear_error(monkeypatch):

@@ -65,11 +65,6 @@ CHUNK_BYTES = 8 * 2**20
 # below this many channels on either side the weight gradient uses im2col (weight_grad_valid)
 MIN_CHANNELS_PER_TAP = 32
 
-# off the CPU under JAXTALK_CONV_WGRAD=taps, a weight gradient's sum over rows is cut into up to
-# this many parts of at least this many rows (weight_grad_split)
-WGRAD_SPLITS = 128
-WGRAD_SPLIT_ROWS = 4096
-
 # 3x3 stride-1 convs with at least this many channels on both sides run as Winograd on the CPU
 WINOGRAD_MIN_CHANNELS = 256
 
@@ -142,9 +137,8 @@ WEIGHT_GRAD_MODES = ("xla", "taps")
 def gpu_weight_grad() -> str:
   """How a conv's weight gradient is taken off the CPU, read from JAXTALK_CONV_WGRAD when the
   program is traced: `xla` (the default: XLA's, cuDNN's on a GPU) or `taps`, a study: for
-  stride-1 convs with an even kernel, one matrix product per tap over the flattened rows, as
-  the CPU's `weight_grad_valid`, with each product's long sum cut into independent parts
-  (`weight_grad_split`). On the H200, cuDNN took the UpConv's 2x2 weight gradients as forward
+  stride-1 convs with an even kernel, one matrix product per tap and frame, the frames summed
+  after (`weight_grad_frames`). On the H200, cuDNN took the UpConv's 2x2 weight gradients as forward
   kernels of 64 and 128 thread blocks for its 132 SMs, the sum over all 4.3 M output pixels
   unsplit: 17.2 and 4.8 ms of the 537 ms B = 32 train step, ~65 and ~237 TFLOP/s (the third
   session's trace). The input gradient stays XLA's. Same sums in another order
@@ -250,30 +244,20 @@ def weight_grad_valid(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -
   return dk.reshape(-1, f, c).transpose(0, 2, 1).reshape(kh, kw, c, f)
 
 
-def weight_grad_split(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -> jax.Array:
-  """`weight_grad_valid`'s per-tap products for a GPU (`gpu_weight_grad`): each tap's sum over
-  the rows cut into up to WGRAD_SPLITS parts of at least WGRAD_SPLIT_ROWS rows, computed as one
-  batched product (the parts are independent thread blocks whatever the GEMM library makes of
-  one long sum, which cuDNN did not split), the parts then summed, all in float32."""
-  n, hp, wp, c = xp_nhwc.shape
-  _, ho, wo, f = g_nhwf.shape
-  rows = n * hp * wp
-  offsets = [a * wp + b for a in range(kh) for b in range(kw)]
-  used = rows - offsets[-1]  # g's rows past this are padding (zero), as in weight_grad_valid
-  splits = max(1, min(WGRAD_SPLITS, used // WGRAD_SPLIT_ROWS))
-  per = -(-used // splits)
-  total = per * splits
-  g_lf = jnp.pad(g_nhwf, ((0, 0), (0, hp - ho), (0, wp - wo), (0, 0))).reshape(rows, f)[:used]
-  g_spf = jnp.pad(g_lf, ((0, total - used), (0, 0))).reshape(splits, per, f)
-  # zero rows at the end of x, so every tap's window of `total` rows is in range (and meets
-  # g's zero rows there)
-  x_lc = jnp.pad(xp_nhwc.reshape(rows, c), ((0, total - used), (0, 0)))
+def weight_grad_frames(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) -> jax.Array:
+  """(kh, kw, C, F) gradient of the stride-1 VALID conv of xp (N, Hp, Wp, C) for the output
+  cotangent g (N, Ho, Wo, F), for a GPU (`gpu_weight_grad`): per tap, one matrix product per
+  frame, batched (the frames are independent thread blocks, and the dimension a data-parallel
+  mesh shards), then the frames summed, in float32. The barrier keeps XLA from folding that
+  sum back into the product as one long contraction, the form cuDNN ran on too few blocks."""
+  _, ho, wo, _ = g_nhwf.shape
   taps = [
-    jnp.einsum("spc,spf->scf", x_lc[o : o + total].reshape(splits, per, c), g_spf,
-               preferred_element_type=jnp.float32).sum(0)
-    for o in offsets
+    jnp.einsum("nhwc,nhwf->ncf", xp_nhwc[:, a : a + ho, b : b + wo], g_nhwf,
+               preferred_element_type=jnp.float32)
+    for a in range(kh) for b in range(kw)
   ]  # fmt: skip
-  return jnp.stack(taps).reshape(kh, kw, c, f)
+  per_frame = lax.optimization_barrier(jnp.stack(taps))  # (taps, N, C, F)
+  return per_frame.sum(1).reshape(kh, kw, *per_frame.shape[2:])
 
 
 def _pad(x_nhwc: jax.Array, pads: Pads) -> jax.Array:
@@ -495,7 +479,7 @@ def _cpu_grads(x, k, strides, pads: Pads, g):
     else:
       dx = _input_grad_s1(g, k, pads)
     if own_dk:
-      dk = weight_grad_valid(_pad(x, pads), g, kh, kw)
+      dk = weight_grad_frames(_pad(x, pads), g, kh, kw)
     return dx, dk
   ks = _regroup_kernel(k, s)
 
@@ -531,7 +515,7 @@ def _conv_bwd(strides, pads, res, g):
     dx, dk = _cpu_grads(x, k, strides, pads, g)
   elif strides == (1, 1) and (kh % 2 == 0 or kw % 2 == 0) and gpu_weight_grad() == "taps":
     (dx,) = jax.linear_transpose(lambda x: _lax_conv(x, k, strides, pads), x)(g)
-    dk = weight_grad_split(_pad(x, pads), g, kh, kw)
+    dk = weight_grad_frames(_pad(x, pads), g, kh, kw)
   else:
     dx, dk = xla(x, k, g)
   return dx.astype(x.dtype), dk.astype(k.dtype)
