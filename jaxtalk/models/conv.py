@@ -42,7 +42,7 @@ their own convolution (`on_cpu`).
 Two studies for the GPU, off by default (docs/benchmarks.md, issue 10): on any backend,
 JAXTALK_CONV_CHANNELS=N zero-pads the channels of the convs handled here to multiples of N
 (`channel_multiple`); off the CPU, JAXTALK_CONV_WGRAD=taps takes the weight gradient of even
-stride-1 kernels (the UpConv's 2x2) as the CPU does, by matrix products (`gpu_weight_grad`).
+stride-1 kernels (the UpConv's 2x2) by matrix products, per tap and frame (`gpu_weight_grad`).
 
 Anything else (dilation, groups, other layouts or ranks, a stride that does not divide the
 kernel) goes to `lax.conv_general_dilated` unchanged.
@@ -138,10 +138,10 @@ def gpu_weight_grad() -> str:
   """How a conv's weight gradient is taken off the CPU, read from JAXTALK_CONV_WGRAD when the
   program is traced: `xla` (the default: XLA's, cuDNN's on a GPU) or `taps`, a study: for
   stride-1 convs with an even kernel, one matrix product per tap and frame, the frames summed
-  after (`weight_grad_frames`). On the H200, cuDNN took the UpConv's 2x2 weight gradients as forward
-  kernels of 64 and 128 thread blocks for its 132 SMs, the sum over all 4.3 M output pixels
-  unsplit: 17.2 and 4.8 ms of the 537 ms B = 32 train step, ~65 and ~237 TFLOP/s (the third
-  session's trace). The input gradient stays XLA's. Same sums in another order
+  after (`weight_grad_frames`). On the H200, cuDNN took the UpConv's 2x2 weight gradients as
+  forward kernels of 64 and 128 thread blocks for its 132 SMs, the sum over all 4.3 M output
+  pixels unsplit: 17.2 and 4.8 ms of the 537 ms B = 32 train step, ~65 and ~237 TFLOP/s (the
+  third session's trace). The input gradient stays XLA's. Same sums in another order
   (tests/test_conv.py)."""
   mode = os.environ.get("JAXTALK_CONV_WGRAD", "").strip().lower() or "xla"
   if mode not in WEIGHT_GRAD_MODES:
@@ -479,7 +479,7 @@ def _cpu_grads(x, k, strides, pads: Pads, g):
     else:
       dx = _input_grad_s1(g, k, pads)
     if own_dk:
-      dk = weight_grad_frames(_pad(x, pads), g, kh, kw)
+      dk = weight_grad_valid(_pad(x, pads), g, kh, kw)
     return dx, dk
   ks = _regroup_kernel(k, s)
 
