@@ -742,8 +742,11 @@ def synthesize(
   with contextlib.ExitStack() as stack:
     # x264 in processes of their own: in this one it would wait on the GIL held by the paste
     # threads (EncoderProcess)
-    writer = stack.enter_context(EncoderProcess(output, fps, samples, sr))
-    panel_writer = stack.enter_context(EncoderProcess(sbs, fps, samples, sr)) if sbs else None
+    x264 = {"crf": cfg.infer.x264_crf, "preset": cfg.infer.x264_preset}
+    writer = stack.enter_context(EncoderProcess(output, fps, samples, sr, **x264))
+    panel_writer = (
+      stack.enter_context(EncoderProcess(sbs, fps, samples, sr, **x264)) if sbs else None
+    )
 
     def write(f: Frame) -> None:
       writer.write(f.image_hwc)

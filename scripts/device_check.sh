@@ -13,7 +13,8 @@
 #      weight gradients by matrix products (models/conv.gpu_weight_grad), channels padded to 8
 #      (models/conv.channel_multiple));
 #   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
-#      its host-side work alone (--host-only: the renderer stubbed);
+#      its host-side work alone (--host-only: the renderer stubbed), with x264's default preset
+#      and with veryfast;
 #   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on half of
 #      that machine's 16 cores under its JAX, in the background while stage 2 runs).
 # Each stage has its own time limit and a failure does not stop the next; the log is tee'd to
@@ -163,7 +164,12 @@ for s in "${STAGES[@]}"; do
     host)
       join_background
       stage "the host's share of it (renderer stubbed)" 90 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
-        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" --host-only ;;
+        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" --host-only
+      # the same with x264's veryfast preset: how much of it the encoder bounds (on the 2-core
+      # VM: 43 -> 60-64 frames/s, docs/benchmarks.md)
+      stage "the host's share, x264 veryfast" 90 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
+        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" --host-only \
+        --set infer.x264_preset=veryfast ;;
     tests)
       # f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU.
       # 240 s: 21 tests took 105 s in the third session; the reflect-fold, channel-padding and

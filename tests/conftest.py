@@ -136,6 +136,19 @@ def child_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def x264_options():
+  """path -> the settings x264 wrote into an mp4 it encoded (its SEI text), e.g. "... subme=7
+  ... crf=18.0 ...": what the encoder was really told."""
+
+  def read(path: pathlib.Path) -> str:
+    data = pathlib.Path(path).read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start : data.index(b"\x00", start)].decode()
+
+  return read
+
+
+@pytest.fixture(scope="session")
 def require_data():
   """`require_shared` for fixtures and tests that need particular shared files (test modules do
   not import conftest)."""

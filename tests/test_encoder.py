@@ -30,6 +30,31 @@ def test_encoder_process_writes_the_same_bytes_as_videowriter(tmp_path):
   assert read_frames(tmp_path / "there.mp4").shape == (len(frames), 38, 46, 3)
 
 
+def test_encoder_process_hands_its_x264_settings_to_the_child(tmp_path, x264_options):
+  # the preset decides x264's search: subme 7 for medium (the default), 2 for veryfast
+  with EncoderProcess(tmp_path / "medium.mp4", 25) as w:
+    for f in _frames():
+      w.write(f)
+  with EncoderProcess(tmp_path / "fast.mp4", 25, crf=30, preset="veryfast") as w:
+    for f in _frames():
+      w.write(f)
+  default, fast = x264_options(tmp_path / "medium.mp4"), x264_options(tmp_path / "fast.mp4")
+  assert " subme=7 " in default and " crf=18.0 " in default, default
+  assert " subme=2 " in fast and " crf=30.0 " in fast, fast
+
+
+@pytest.mark.parametrize(
+  "kwargs,message",
+  [({"preset": "medim"}, "x264 preset must be one of"), ({"crf": 52}, "x264 crf must be"),
+   ({"crf": 18.5}, "x264 crf must be")],
+)  # fmt: skip
+def test_bad_x264_settings_are_a_clear_error_before_anything_starts(tmp_path, kwargs, message):
+  for writer in (EncoderProcess, VideoWriter):
+    with pytest.raises(ValueError, match=message):
+      writer(tmp_path / "x.mp4", 25, **kwargs)
+  assert not (tmp_path / "x.mp4").exists()
+
+
 def test_a_failure_in_the_encoder_process_is_raised_here(tmp_path):
   # A frame larger than the first cannot go into the stream (the child's VideoWriter fails on
   # it); the parent must get that error, at a later write or at close, and not hang on the pipe.

@@ -271,6 +271,22 @@ def test_synthesize_reports_when_frames_started_and_stopped(models, background, 
   assert 0 < r.first_frame_s <= r.last_frame_s <= r.total_s
 
 
+def test_synthesize_encodes_with_the_configs_x264_settings(
+  models, background, grid_dir, tmp_path, x264_options
+):
+  wav = tmp_path / "a.wav"
+  soundfile.write(wav, read_audio(grid_dir / "lbax4n.mpg", 16000)[:8000], 16000)  # 0.5 s
+  infer_cfg = models.config.infer
+  saved = infer_cfg.x264_crf, infer_cfg.x264_preset
+  infer_cfg.x264_crf, infer_cfg.x264_preset = 28, "veryfast"
+  try:
+    r = infer.synthesize(models, background, wav, tmp_path / "o.mp4", progress=False)
+  finally:
+    infer_cfg.x264_crf, infer_cfg.x264_preset = saved
+  options = x264_options(r.output)
+  assert " subme=2 " in options and " crf=28.0 " in options, options  # veryfast's search
+
+
 def test_audio_at_any_rate_and_channel_count(models, background, grid_dir, tmp_path):
   mono16 = read_audio(grid_dir / "lbax4n.mpg", 16000)[:32000]
   stereo44 = read_audio(grid_dir / "lbax4n.mpg", 44100)[: 2 * 44100]

@@ -127,6 +127,22 @@ def read_frames(path: str | os.PathLike, fps: float | None = None) -> np.ndarray
   return np.stack(frames)
 
 
+# x264's presets, fastest first: each slower one searches more for the same quality (crf)
+X264_PRESETS = (
+  "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+  "placebo",
+)  # fmt: skip
+
+
+def check_x264(crf: int, preset: str) -> None:
+  """A clear error for x264 settings it would reject (or ignore) only once the first frame is
+  encoded."""
+  if preset not in X264_PRESETS:
+    raise ValueError(f"x264 preset must be one of {', '.join(X264_PRESETS)}; got {preset!r}")
+  if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+    raise ValueError(f"x264 crf must be an integer from 0 (lossless) to 51; got {crf!r}")
+
+
 class VideoWriter:
   """An H.264 mp4 written frame by frame (AAC audio, mono float in [-1, 1], when given).
 
@@ -140,13 +156,15 @@ class VideoWriter:
     audio: np.ndarray | None = None,
     sample_rate: int | None = None,
     crf: int = 18,
+    preset: str = "medium",
   ) -> None:
     if audio is not None and sample_rate is None:
       raise ValueError("sample_rate is required with audio")
+    check_x264(crf, preset)
     self.path = pathlib.Path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     self._rate = fractions.Fraction(fps).limit_denominator(1001)
-    self._audio, self._sample_rate, self._crf = audio, sample_rate, crf
+    self._audio, self._sample_rate, self._crf, self._preset = audio, sample_rate, crf, preset
     self._container = av.open(str(self.path), mode="w")
     self._vstream = None
     self._astream = None
@@ -164,7 +182,7 @@ class VideoWriter:
       # yuv420p needs even sizes; pad by one pixel rather than resample.
       vs.width, vs.height = w + w % 2, h + h % 2
       vs.pix_fmt = "yuv420p"
-      vs.options = {"crf": str(self._crf), "preset": "medium"}
+      vs.options = {"crf": str(self._crf), "preset": self._preset}
     if frame_hwc.shape[0] != vs.height or frame_hwc.shape[1] != vs.width:
       pad = ((0, vs.height - frame_hwc.shape[0]), (0, vs.width - frame_hwc.shape[1]), (0, 0))
       frame_hwc = np.pad(frame_hwc, pad, mode="edge")
@@ -271,9 +289,11 @@ class EncoderProcess:
     audio: np.ndarray | None = None,
     sample_rate: int | None = None,
     crf: int = 18,
+    preset: str = "medium",
   ) -> None:
     if audio is not None and sample_rate is None:
       raise ValueError("sample_rate is required with audio")
+    check_x264(crf, preset)  # here, before a child is started for nothing
     self.path = pathlib.Path(path)
     self.frames = 0
     self._closed = False
@@ -294,7 +314,7 @@ class EncoderProcess:
     # and `close` wait for it.
     self._header_error: BaseException | None = None
     self._header = threading.Thread(
-      target=self._send_header, args=((str(self.path), fps, audio, sample_rate, crf),),
+      target=self._send_header, args=((str(self.path), fps, audio, sample_rate, crf, preset),),
       name="encoder-header", daemon=True,
     )  # fmt: skip
     self._header.start()
