@@ -124,7 +124,8 @@ def test_channels_padded_to_a_multiple_are_the_same_conv(
   for a, b in ((dx, dx_ref), (dk, dk_ref)):
     assert a.shape == b.shape
     scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
+    # 1e-5: these tests also run on a GPU, where cuDNN's float32 algorithms differ more
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
 
 
 @pytest.mark.parametrize("c,f", [(40, 48), (48, 40), (4, 6)])
@@ -152,7 +153,7 @@ def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f):
   dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, (1, 1), pads), x, k, cot)
   for a, b in ((dx, dx_ref), (dk, dk_ref)):
     scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
   monkeypatch.setenv("JAXTALK_CONV_WGRAD", "rows")
   with pytest.raises(ValueError, match="JAXTALK_CONV_WGRAD='rows': expected one of"):
     backward()(x, k, cot)
