@@ -231,6 +231,8 @@ STUDY_CONVS = (
 # JAXTALK_CONV_CHANNELS=N), or its even kernels' weight gradient by matrix products (taps:
 # JAXTALK_CONV_WGRAD=taps); `narrow_conv`'s matrix products (matmul, stride 1)
 CONV_VARIANTS = ("direct", "ch4", "ch8", "taps", "matmul")
+# chN, in --conv-variants and --step-variants: channels padded to multiples of N
+CHANNELS_TOKEN = re.compile(r"ch[1-9][0-9]*")
 
 
 def narrow_conv(x_nhwc, k_hwio, strides, pads):
@@ -285,12 +287,14 @@ def _variant(variant: str, kshape, stride: int):
   if variant == "matmul":
     return (narrow_conv, {}) if stride == 1 else None
   if variant == "taps":
-    even = kshape[0] % 2 == 0 or kshape[1] % 2 == 0
-    return (_library_conv, {"JAXTALK_CONV_WGRAD": "taps"}) if stride == 1 and even else None
-  if re.fullmatch(r"ch[1-9][0-9]*", variant):
+    applies = stride == 1 and (kshape[0] % 2 == 0 or kshape[1] % 2 == 0)
+  elif CHANNELS_TOKEN.fullmatch(variant):
     m = int(variant[2:])
-    return (_library_conv, {"JAXTALK_CONV_CHANNELS": str(m)}) if c % m or f % m else None
-  raise ValueError(f"--conv-variants: {variant!r} is not one of {CONV_VARIANTS} (chN: any N)")
+    applies = c % m or f % m
+  else:
+    raise ValueError(f"--conv-variants: {variant!r} is not one of {CONV_VARIANTS} (chN: any N)")
+  # the library's conv under the environment a train-step variant of the same name sets
+  return (_library_conv, step_variant_env(variant)) if applies else None
 
 
 @contextlib.contextmanager
@@ -389,7 +393,7 @@ def step_variant_env(variant: str) -> dict[str, str]:
   for token in variant.split("+"):
     if token in REFLECT_MODES:
       env["JAXTALK_REFLECT_CONV"] = token
-    elif re.fullmatch(r"ch[1-9][0-9]*", token):
+    elif CHANNELS_TOKEN.fullmatch(token):
       env["JAXTALK_CONV_CHANNELS"] = token[2:]
     elif token == "taps":
       env["JAXTALK_CONV_WGRAD"] = "taps"
