@@ -378,27 +378,40 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
 
 
 # what a train-step variant (--step-variants) sets: a reflect-conv mode (models/layers.
-# reflect_mode), the conv channel multiple (models/conv.channel_multiple), the weight gradient's
-# form (models/conv.gpu_weight_grad)
-STEP_VARIANT_ENV = ("JAXTALK_REFLECT_CONV", "JAXTALK_CONV_CHANNELS", "JAXTALK_CONV_WGRAD")
+# reflect_mode), the reflect pad's form (models/layers.reflect_pad_form), the conv channel
+# multiple (models/conv.channel_multiple), the weight gradient's form (models/conv.
+# gpu_weight_grad)
+STEP_VARIANT_ENV = (
+  "JAXTALK_REFLECT_CONV",
+  "JAXTALK_REFLECT_PAD",
+  "JAXTALK_CONV_CHANNELS",
+  "JAXTALK_CONV_WGRAD",
+)
 
 
 def step_variant_env(variant: str) -> dict[str, str]:
   """The environment one --step-variants item sets: '+'-joined tokens, each a reflect mode
-  (same, pad, fold), chN (channels padded to multiples of N) or taps (the even kernels' weight
-  gradients by matrix products); "default" sets nothing."""
-  from jaxtalk.models.layers import REFLECT_MODES  # noqa: PLC0415
+  (same, pad, fold), a reflect pad's form (concat, padsum), chN (channels padded to multiples
+  of N), taps or xla (the even kernels' weight gradients by matrix products, the GPU's default,
+  or XLA's); "default" sets nothing."""
+  from jaxtalk.models.conv import WEIGHT_GRAD_MODES  # noqa: PLC0415
+  from jaxtalk.models.layers import REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
 
   env = {}
   for token in variant.split("+"):
     if token in REFLECT_MODES:
       env["JAXTALK_REFLECT_CONV"] = token
+    elif token in REFLECT_PAD_FORMS:
+      env["JAXTALK_REFLECT_PAD"] = token
     elif CHANNELS_TOKEN.fullmatch(token):
       env["JAXTALK_CONV_CHANNELS"] = token[2:]
-    elif token == "taps":
-      env["JAXTALK_CONV_WGRAD"] = "taps"
+    elif token in WEIGHT_GRAD_MODES:
+      env["JAXTALK_CONV_WGRAD"] = token
     elif token != "default":
-      raise ValueError(f"--step-variants: {token!r} is not default, taps, chN or {REFLECT_MODES}")
+      raise ValueError(
+        f"--step-variants: {token!r} is not default, chN, one of {WEIGHT_GRAD_MODES}, of "
+        f"{REFLECT_PAD_FORMS} or of {REFLECT_MODES}"
+      )
   return env
 
 
@@ -426,10 +439,11 @@ def main() -> int:
   ap.add_argument(
     "--step-variants",
     default="",
-    help="time the train step once per variant, e.g. pad,fold,pad+taps+ch8: each '+'-joined "
-    "tokens, a reflect-conv mode (JAXTALK_REFLECT_CONV, models/layers.reflect_mode), chN "
-    "(JAXTALK_CONV_CHANNELS=N, models/conv.channel_multiple) or taps (JAXTALK_CONV_WGRAD=taps, "
-    "models/conv.gpu_weight_grad); default: the platform's own forms",
+    help="time the train step once per variant, e.g. default,padsum,xla+ch8: each '+'-joined "
+    "tokens, a reflect-conv mode (JAXTALK_REFLECT_CONV, models/layers.reflect_mode), a reflect "
+    "pad's form, concat or padsum (JAXTALK_REFLECT_PAD, models/layers.reflect_pad_form), chN "
+    "(JAXTALK_CONV_CHANNELS=N, models/conv.channel_multiple), taps or xla (JAXTALK_CONV_WGRAD, "
+    "models/conv.gpu_weight_grad; taps is the GPU's default); default: the platform's own forms",
   )
   ap.add_argument("--no-vgg", dest="vgg", action="store_false")
   ap.add_argument("--steps", type=int, default=3)
@@ -531,11 +545,11 @@ def main() -> int:
         print(summarise_trace(traced, steps=r["traced_steps"]), flush=True)
       except Exception as e:  # noqa: BLE001
         print(f"  trace summary failed: {type(e).__name__}: {e}", flush=True)
-      for f in glob.glob(f"{traced}/**/*.xplane.pb", recursive=True):
-        os.remove(f)  # the .trace.json.gz holds what is read back; the xplane is 10x larger
+      for xplane in glob.glob(f"{traced}/**/*.xplane.pb", recursive=True):
+        os.remove(xplane)  # the .trace.json.gz holds what is read back; the xplane is 10x larger
       if os.environ.get("OUT"):  # the device tool returns files at most a few folders deep
-        for f in glob.glob(f"{traced}/**/*.trace.json.gz", recursive=True):
-          shutil.copy(f, f"{os.environ['OUT']}/train_step_b{key_b}.trace.json.gz")
+        for trace in glob.glob(f"{traced}/**/*.trace.json.gz", recursive=True):
+          shutil.copy(trace, f"{os.environ['OUT']}/train_step_b{key_b}.trace.json.gz")
   out["peak_memory"] = _mem()
   print(f"  peak memory: {out['peak_memory']}", flush=True)
   print(json.dumps(out, default=float))

@@ -8,13 +8,15 @@
 #      (scripts/device_check.py; --timing-args "--train-batches 16,32" for more batches,
 #      "--conv-frames 64" for the conv study (the convs the H200's profiles found slow for their
 #      FLOPs: the 3- and 6-channel ones and the UpConv 2x2s' weight gradients, cuDNN's against
-#      the library's study forms), "--step-variants pad,fold+taps+ch8" for the train step once
-#      per form: reflect pads folded into the convs (models/layers.reflect_mode), the UpConv
-#      weight gradients by matrix products (models/conv.gpu_weight_grad), channels padded to 8
-#      (models/conv.channel_multiple));
+#      the library's study forms), "--step-variants default,padsum,xla" for the train step
+#      once per form: reflect pads as sums of zero pads (padsum: models/layers.
+#      reflect_pad_form), the UpConv weight gradients by cuDNN (xla) or by matrix products
+#      (taps, the GPU's default: models/conv.gpu_weight_grad), reflect pads folded into the
+#      convs (fold: models/layers.reflect_mode), channels padded to 8 (ch8: models/conv.
+#      channel_multiple); tokens joined by '+');
 #   3. the whole inference pipeline, audio -> mp4 (jaxtalk bench infer, grid config, bf16), and
-#      its host-side work alone (--host-only: the renderer stubbed), with x264's default preset
-#      and with veryfast;
+#      its host-side work alone (--host-only: the renderer stubbed), each with x264's default
+#      preset and with veryfast;
 #   4. the bf16 tests on the GPU, and the sharded-step tests (8 fake CPU devices, on half of
 #      that machine's 16 cores under its JAX, in the background while stage 2 runs).
 # Each stage has its own time limit and a failure does not stop the next; the log is tee'd to
@@ -37,8 +39,8 @@
 # three convs fewer for cuDNN, over 200 s with all (98 s at B = 16), out of ~15 device minutes
 # a session (docs/benchmarks.md, third GPU session). Its results are kept in JAX's
 # compilation cache on the device (/tmp, lost with the machine), and come back in
-# $OUT/autotune; copied into .devcache/autotune here, they travel with the next call and seed
-# that cache. A result is keyed by the fusion's HLO and the device, so a changed program or
+# $OUT/autotune.tar.gz; copied to .devcache/autotune.tar.gz here, they travel with the next
+# call and seed that cache. A result is keyed by the fusion's HLO and the device, so a changed program or
 # another card is simply autotuned again. Executables are cached on the device only (too large
 # to carry).
 set -uo pipefail
@@ -93,16 +95,17 @@ if [ "$CPU" = 0 ]; then
   export JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=xla_gpu_per_fusion_autotune_cache_dir
   AUTOTUNE=$JAX_COMPILATION_CACHE_DIR/xla_gpu_per_fusion_autotune_cache_dir
   mkdir -p "$AUTOTUNE"
-  if [ "$COLD" = 0 ] && [ -d .devcache/autotune ]; then
-    cp -r .devcache/autotune/. "$AUTOTUNE/"
-    stamp "seeded XLA's autotuning cache with $(ls .devcache/autotune | wc -l) carried results"
+  if [ "$COLD" = 0 ] && [ -f .devcache/autotune.tar.gz ]; then
+    tar -xzf .devcache/autotune.tar.gz -C "$AUTOTUNE"
+    stamp "seeded XLA's autotuning cache with $(find "$AUTOTUNE" -type f | wc -l) carried results"
   fi
 fi
-save_autotune() {  # the autotuning results back in $OUT, for .devcache/autotune next time
+save_autotune() {  # the autotuning results back in $OUT, for .devcache/autotune.tar.gz next time
   [ -n "$AUTOTUNE" ] && [ -n "${OUT:-}" ] && [ -d "$AUTOTUNE" ] || return 0
-  mkdir -p "$OUT/autotune"
-  cp -r "$AUTOTUNE/." "$OUT/autotune/"
-  stamp "autotuning results in \$OUT/autotune: $(ls "$OUT/autotune" | wc -l) files, $(du -sh "$OUT/autotune" | cut -f1)"
+  # one archive: the device tool returns at most 8 files from $OUT, and a train step leaves
+  # ~1000 results (one per fusion), so a folder of them came back 8 files short of useful
+  tar -czf "$OUT/autotune.tar.gz" -C "$AUTOTUNE" .
+  stamp "autotuning results in \$OUT/autotune.tar.gz: $(find "$AUTOTUNE" -type f | wc -l) files, $(du -h "$OUT/autotune.tar.gz" | cut -f1)"
 }
 [ -n "$CLIP" ] || CLIP=$(ls .devcache/clip/* 2>/dev/null | head -1)
 [ -n "$CLIP" ] || CLIP=jaxtalk/assets/obama_20s.mp4
@@ -164,7 +167,12 @@ for s in "${STAGES[@]}"; do
     pipeline)
       join_background
       stage "whole pipeline on $CLIP" 150 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
-        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" "${BF16[@]}" ;;
+        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" "${BF16[@]}"
+      # the same with x264's veryfast preset (the host bounds it: see the host stages); its
+      # executables come from the compilation cache the run above filled
+      stage "whole pipeline, x264 veryfast" 120 "$PY" -m jaxtalk.cli bench infer "$CLIP" \
+        --configs "$CONFIG" --seconds --speed-seconds "$SECONDS_" "${BF16[@]}" \
+        --set infer.x264_preset=veryfast ;;
     host)
       join_background
       stage "the host's share of it (renderer stubbed)" 90 "$PY" -m jaxtalk.cli bench infer "$CLIP" \

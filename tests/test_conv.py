@@ -159,6 +159,17 @@ def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f):
     backward()(x, k, cot)
 
 
+@pytest.mark.parametrize("backend,want", [("gpu", "taps"), ("tpu", "xla"), ("cpu", "xla")])
+def test_weight_grad_default_is_taps_on_a_gpu_only(monkeypatch, backend, want):
+  # measured faster on the H200 (0.198 against 0.202 s per B = 16 step); unmeasured elsewhere
+  monkeypatch.delenv("JAXTALK_CONV_WGRAD", raising=False)
+  monkeypatch.setattr(C.jax, "default_backend", lambda: backend)
+  assert C.gpu_weight_grad() == want
+  other = "xla" if want == "taps" else "taps"
+  monkeypatch.setenv("JAXTALK_CONV_WGRAD", f" {other.upper()} ")  # the variable overrides it
+  assert C.gpu_weight_grad() == other
+
+
 SHARDED_TAPS = """
 import os
 import jax

@@ -231,3 +231,57 @@ def test_reflect_conv_mode_typo_is_a_clear_error(monkeypatch):
   monkeypatch.setenv("JAXTALK_REFLECT_CONV", "folded")
   with pytest.raises(ValueError, match="JAXTALK_REFLECT_CONV='folded': expected one of"):
     reflect_padding()
+
+
+def _reflect_index(n: int, pad: int) -> np.ndarray:
+  """Which cell of a length-n axis each cell of its reflect padding by `pad` copies (NumPy's)."""
+  return np.pad(np.arange(n), pad, mode="reflect")
+
+
+@pytest.mark.parametrize(
+  "shape,pad", [((2, 5, 7, 3), 1), ((1, 9, 6, 4), 3), ((1, 4, 5, 2), 3), ((1, 3, 5, 2), 3)]
+)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_reflect_pad_by_sums_is_the_reflect_pad(monkeypatch, shape, pad, dtype):
+  # JAXTALK_REFLECT_PAD=padsum (a GPU study): x and its reversed edges, zero-padded and summed.
+  # Values against NumPy's index map; the gradient against its adjoint (each padded cell's
+  # cotangent added to the cell it copies). H = 4 with pad 3 is the longest pad one reflection
+  # covers; at H = 3 it takes two, and reflect_pad falls back to jnp.pad.
+  monkeypatch.setenv("JAXTALK_REFLECT_PAD", "padsum")
+  kx, kg = jax.random.split(jax.random.PRNGKey(0))
+  x = jax.random.normal(kx, shape).astype(dtype)
+  ih, iw = _reflect_index(shape[1], pad), _reflect_index(shape[2], pad)
+  xn = np.asarray(x.astype(jnp.float32))
+  np.testing.assert_array_equal(np.asarray(reflect_pad(x, pad).astype(jnp.float32)),
+                                xn[:, ih][:, :, iw])  # fmt: skip
+  g = jax.random.normal(kg, (shape[0], len(ih), len(iw), shape[3]))
+  _, vjp = jax.vjp(lambda x: reflect_pad(x, pad), x.astype(jnp.float32))
+  (dx,) = vjp(g)
+  ref = np.zeros_like(xn)
+  for a, h in enumerate(ih):
+    for b, w in enumerate(iw):
+      ref[:, h, w] += np.asarray(g)[:, a, b]
+  np.testing.assert_allclose(np.asarray(dx), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_decoder_with_reflect_pads_by_sums_matches_concat(monkeypatch):
+  # the GPU's forms (VALID convs of reflect-padded maps): the same decoder, parameters and input,
+  # traced once under each pad form; outputs and gradients equal to float rounding
+  monkeypatch.setattr(conv_lib, "on_cpu", lambda: False)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32))
+  model = Decoder(8, 2)
+  params = model.init(jax.random.PRNGKey(1), x)
+  out = {}
+  for form in ("concat", "padsum"):
+    monkeypatch.setenv("JAXTALK_REFLECT_PAD", form)
+    loss = lambda p, x: jnp.sum(jnp.sin(model.apply(p, x)))  # noqa: E731  a new trace per form
+    out[form] = (model.apply(params, x), *jax.grad(loss, argnums=(0, 1))(params, x))
+  for a, b in zip(jax.tree.leaves(out["padsum"]), jax.tree.leaves(out["concat"]), strict=True):
+    scale = float(np.max(np.abs(np.asarray(b))))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+
+
+def test_reflect_pad_form_typo_is_a_clear_error(monkeypatch):
+  monkeypatch.setenv("JAXTALK_REFLECT_PAD", "sum")
+  with pytest.raises(ValueError, match="JAXTALK_REFLECT_PAD='sum': expected one of"):
+    reflect_pad(jnp.zeros((1, 4, 4, 1)), 1)

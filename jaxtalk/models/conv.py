@@ -136,14 +136,17 @@ WEIGHT_GRAD_MODES = ("xla", "taps")
 
 def gpu_weight_grad() -> str:
   """How a conv's weight gradient is taken off the CPU, read from JAXTALK_CONV_WGRAD when the
-  program is traced: `xla` (the default: XLA's, cuDNN's on a GPU) or `taps`, a study: for
-  stride-1 convs with an even kernel, one matrix product per tap and frame, the frames summed
-  after (`weight_grad_frames`). On the H200, cuDNN took the UpConv's 2x2 weight gradients as
-  forward kernels of 64 and 128 thread blocks for its 132 SMs, the sum over all 4.3 M output
-  pixels unsplit: 17.2 and 4.8 ms of the 537 ms B = 32 train step, ~65 and ~237 TFLOP/s (the
-  third session's trace). The input gradient stays XLA's. Same sums in another order
+  program is traced: `taps` (the default on a GPU): for stride-1 convs with an even kernel, one
+  matrix product per tap and frame, the frames summed after (`weight_grad_frames`); or `xla`
+  (XLA's, cuDNN's on a GPU; the default elsewhere off the CPU, where it is unmeasured). On the
+  H200, cuDNN took the UpConv's 2x2 weight gradients as forward kernels of 64 and 128 thread
+  blocks for its 132 SMs, the sum over all 4.3 M output pixels unsplit: 17.2 and 4.8 ms of the
+  537 ms B = 32 train step, ~65 and ~237 TFLOP/s (the third session's trace). By taps the B = 16
+  bf16 train step took 0.198 s against 0.202 s, side by side on one H200 (fourth session,
+  docs/benchmarks.md). The input gradient stays XLA's. Same sums in another order
   (tests/test_conv.py)."""
-  mode = os.environ.get("JAXTALK_CONV_WGRAD", "").strip().lower() or "xla"
+  default = "taps" if jax.default_backend() == "gpu" else "xla"
+  mode = os.environ.get("JAXTALK_CONV_WGRAD", "").strip().lower() or default
   if mode not in WEIGHT_GRAD_MODES:
     raise ValueError(f"JAXTALK_CONV_WGRAD={mode!r}: expected one of {WEIGHT_GRAD_MODES}")
   return mode

@@ -49,12 +49,53 @@ def leaky_relu(x: jax.Array) -> jax.Array:
   return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
+REFLECT_PAD_FORMS = ("concat", "padsum")
+
+
+def reflect_pad_form() -> str:
+  """How `reflect_pad` builds the padded map, read from JAXTALK_REFLECT_PAD when the program is
+  traced:
+
+    concat  jnp.pad's (the default): per axis, x between its reversed edge slices, concatenated;
+    padsum  a study for the GPU: per axis, x and its two reversed edge slices each zero-padded to
+            the padded length, and summed. On the H200 the pads and their gradients ran as
+            XLA "concatenate" fusions, one bf16 element per thread: 0.63-0.65 ms each on the
+            res blocks' 64² x 256 maps, ~0.55 GB moved (~0.85 TB/s of ~4.8), and ~27 ms of the
+            0.197 s B = 16 train step in all (fourth session's trace, docs/benchmarks.md). Pads
+            and adds, and their gradients (slices and adds), make elementwise ("loop")
+            fusions instead, a kind XLA vectorises. Unmeasured on a GPU so far.
+
+  The same values: each padded cell is one of x's plus exact zeros (a -0.0 comes out +0.0)."""
+  form = os.environ.get("JAXTALK_REFLECT_PAD", "").strip().lower() or "concat"
+  if form not in REFLECT_PAD_FORMS:
+    raise ValueError(f"JAXTALK_REFLECT_PAD={form!r}: expected one of {REFLECT_PAD_FORMS}")
+  return form
+
+
 def reflect_pad(x_nhwc: jax.Array, pad: int) -> jax.Array:
   # Reflection padding (as in the ResNet generator of [61]) avoids the dark border artefacts that
   # zero padding leaves at the image edge of large-kernel convs.
   if pad == 0:
     return x_nhwc
+  if reflect_pad_form() == "padsum" and min(x_nhwc.shape[1:3]) > pad:
+    return _reflect_pad_by_sum(_reflect_pad_by_sum(x_nhwc, pad, 1), pad, 2)
   return jnp.pad(x_nhwc, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def _reflect_pad_by_sum(x: jax.Array, pad: int, axis: int) -> jax.Array:
+  """x reflect-padded by `pad` (< its length) along `axis`, as a sum of zero-padded pieces."""
+  n = x.shape[axis]
+  zero = jnp.zeros((), x.dtype)
+
+  def widen(piece: jax.Array, before: int, after: int) -> jax.Array:
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (before, after, 0)
+    return jax.lax.pad(piece, zero, config)
+
+  # padded cell i < pad is x[pad - i]; cell pad + n + i is x[n - 2 - i]
+  first = jax.lax.rev(jax.lax.slice_in_dim(x, 1, pad + 1, axis=axis), (axis,))
+  last = jax.lax.rev(jax.lax.slice_in_dim(x, n - pad - 1, n - 1, axis=axis), (axis,))
+  return widen(x, pad, pad) + widen(first, 0, n + pad) + widen(last, n + pad, 0)
 
 
 def crop_border(x_nhwc: jax.Array, pad: int) -> jax.Array:
