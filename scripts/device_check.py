@@ -228,11 +228,14 @@ STUDY_CONVS = (
 )
 # the forms the convs are timed in (--conv-variants), where they apply: XLA's conv (cuDNN on a
 # GPU) as it is; the library's conv with its channels zero-padded to multiples of N (chN:
-# JAXTALK_CONV_CHANNELS=N), or its even kernels' weight gradient by matrix products (taps:
-# JAXTALK_CONV_WGRAD=taps); `narrow_conv`'s matrix products (matmul, stride 1)
-CONV_VARIANTS = ("direct", "ch4", "ch8", "taps", "matmul")
+# JAXTALK_CONV_CHANNELS=N), its even kernels' weight gradient by matrix products (taps:
+# JAXTALK_CONV_WGRAD=taps), or its narrow convs on N x N pixel blocks (blocksN:
+# JAXTALK_CONV_BLOCKS=N); `narrow_conv`'s matrix products (matmul, stride 1)
+CONV_VARIANTS = ("direct", "ch4", "ch8", "taps", "blocks4", "matmul")
 # chN, in --conv-variants and --step-variants: channels padded to multiples of N
 CHANNELS_TOKEN = re.compile(r"ch[1-9][0-9]*")
+# blocksN, in both: narrow convs on N x N pixel blocks (models/conv.block_factor)
+BLOCKS_TOKEN = re.compile(r"blocks[1-9][0-9]*")
 
 
 def narrow_conv(x_nhwc, k_hwio, strides, pads):
@@ -291,8 +294,15 @@ def _variant(variant: str, kshape, stride: int):
   elif CHANNELS_TOKEN.fullmatch(variant):
     m = int(variant[2:])
     applies = c % m or f % m
+  elif BLOCKS_TOKEN.fullmatch(variant):
+    from jaxtalk.models.conv import NARROW_CHANNELS  # noqa: PLC0415
+
+    r = int(variant[6:])
+    applies = stride == 1 and min(c, f) < NARROW_CHANNELS and min(kshape[:2]) >= r
   else:
-    raise ValueError(f"--conv-variants: {variant!r} is not one of {CONV_VARIANTS} (chN: any N)")
+    raise ValueError(
+      f"--conv-variants: {variant!r} is not one of {CONV_VARIANTS} (chN, blocksN: any N)"
+    )
   # the library's conv under the environment a train-step variant of the same name sets
   return (_library_conv, step_variant_env(variant)) if applies else None
 
@@ -380,20 +390,21 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
 # what a train-step variant (--step-variants) sets: a reflect-conv mode (models/layers.
 # reflect_mode), the reflect pad's form (models/layers.reflect_pad_form), the conv channel
 # multiple (models/conv.channel_multiple), the weight gradient's form (models/conv.
-# gpu_weight_grad)
+# gpu_weight_grad), the narrow convs' pixel blocks (models/conv.block_factor)
 STEP_VARIANT_ENV = (
   "JAXTALK_REFLECT_CONV",
   "JAXTALK_REFLECT_PAD",
   "JAXTALK_CONV_CHANNELS",
   "JAXTALK_CONV_WGRAD",
+  "JAXTALK_CONV_BLOCKS",
 )
 
 
 def step_variant_env(variant: str) -> dict[str, str]:
   """The environment one --step-variants item sets: '+'-joined tokens, each a reflect mode
   (same, pad, fold), a reflect pad's form (concat, padsum), chN (channels padded to multiples
-  of N), taps or xla (the even kernels' weight gradients by matrix products, the GPU's default,
-  or XLA's); "default" sets nothing."""
+  of N), blocksN (narrow convs on N x N pixel blocks), taps or xla (the even kernels' weight
+  gradients by matrix products, the GPU's default, or XLA's); "default" sets nothing."""
   from jaxtalk.models.conv import WEIGHT_GRAD_MODES  # noqa: PLC0415
   from jaxtalk.models.layers import REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
 
@@ -405,11 +416,13 @@ def step_variant_env(variant: str) -> dict[str, str]:
       env["JAXTALK_REFLECT_PAD"] = token
     elif CHANNELS_TOKEN.fullmatch(token):
       env["JAXTALK_CONV_CHANNELS"] = token[2:]
+    elif BLOCKS_TOKEN.fullmatch(token):
+      env["JAXTALK_CONV_BLOCKS"] = token[6:]
     elif token in WEIGHT_GRAD_MODES:
       env["JAXTALK_CONV_WGRAD"] = token
     elif token != "default":
       raise ValueError(
-        f"--step-variants: {token!r} is not default, chN, one of {WEIGHT_GRAD_MODES}, of "
+        f"--step-variants: {token!r} is not default, chN, blocksN, one of {WEIGHT_GRAD_MODES}, of "
         f"{REFLECT_PAD_FORMS} or of {REFLECT_MODES}"
       )
   return env
@@ -432,17 +445,18 @@ def main() -> int:
   )
   ap.add_argument(
     "--conv-variants",
-    default="direct,ch4,ch8,taps",
-    help=f"the conv study's forms, the first the reference: {CONV_VARIANTS} (chN: any N; "
+    default="direct,ch8,taps,blocks4",
+    help=f"the conv study's forms, the first the reference: {CONV_VARIANTS} (chN, blocksN: any N; "
     "matmul: narrow_conv, measured slower on the H200)",
   )
   ap.add_argument(
     "--step-variants",
     default="",
-    help="time the train step once per variant, e.g. default,padsum,xla+ch8: each '+'-joined "
+    help="time the train step once per variant, e.g. default,padsum+blocks4,xla: each '+'-joined "
     "tokens, a reflect-conv mode (JAXTALK_REFLECT_CONV, models/layers.reflect_mode), a reflect "
     "pad's form, concat or padsum (JAXTALK_REFLECT_PAD, models/layers.reflect_pad_form), chN "
-    "(JAXTALK_CONV_CHANNELS=N, models/conv.channel_multiple), taps or xla (JAXTALK_CONV_WGRAD, "
+    "(JAXTALK_CONV_CHANNELS=N, models/conv.channel_multiple), blocksN (JAXTALK_CONV_BLOCKS=N, "
+    "models/conv.block_factor), taps or xla (JAXTALK_CONV_WGRAD, "
     "models/conv.gpu_weight_grad; taps is the GPU's default); default: the platform's own forms",
   )
   ap.add_argument("--no-vgg", dest="vgg", action="store_false")

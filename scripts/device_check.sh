@@ -8,9 +8,10 @@
 #      (scripts/device_check.py; --timing-args "--train-batches 16,32" for more batches,
 #      "--conv-frames 64" for the conv study (the convs the H200's profiles found slow for their
 #      FLOPs: the 3- and 6-channel ones and the UpConv 2x2s' weight gradients, cuDNN's against
-#      the library's study forms), "--step-variants default,padsum,xla" for the train step
+#      the library's study forms), "--step-variants default,padsum,blocks4" for the train step
 #      once per form: reflect pads as sums of zero pads (padsum: models/layers.
-#      reflect_pad_form), the UpConv weight gradients by cuDNN (xla) or by matrix products
+#      reflect_pad_form), the narrow convs on 4 x 4 pixel blocks (blocks4: models/conv.
+#      block_factor), the UpConv weight gradients by cuDNN (xla) or by matrix products
 #      (taps, the GPU's default: models/conv.gpu_weight_grad), reflect pads folded into the
 #      convs (fold: models/layers.reflect_mode), channels padded to 8 (ch8: models/conv.
 #      channel_multiple); tokens joined by '+');
@@ -184,8 +185,8 @@ for s in "${STAGES[@]}"; do
         --set infer.x264_preset=veryfast ;;
     tests)
       # f32 references in these tests are exact: no TF32 for f32 matmuls and convolutions on the GPU.
-      # 240 s: 21 tests took 105 s in the third session; the reflect-fold, channel-padding and
-      # weight-gradient tests (~25) add small compiles.
+      # 240 s: 43 tests took 146 s in the fourth session; the reflect-pad-by-sums and
+      # pixel-block tests (18) add small compiles.
       # On the GPU, XLA's own backend level (3): tests/conftest.py lowers it to 0 unless set.
       LEVEL=()
       [ "$CPU" = 1 ] || LEVEL=("XLA_FLAGS=${XLA_FLAGS:-} --xla_backend_optimization_level=3")
@@ -193,7 +194,8 @@ for s in "${STAGES[@]}"; do
         "${LEVEL[@]}" "$PY" -m pytest -q -x -p no:cacheprovider \
         "tests/test_models.py::test_bf16_close_to_f32_with_f32_params" tests/test_fast_layers.py \
         tests/test_attention.py tests/test_conv.py::test_weight_grad_by_taps_off_the_cpu \
-        tests/test_conv.py::test_channels_padded_to_a_multiple_are_the_same_conv
+        tests/test_conv.py::test_channels_padded_to_a_multiple_are_the_same_conv \
+        tests/test_conv.py::test_narrow_convs_by_pixel_blocks_are_the_same_conv
       join_background ;;
     *) echo "unknown stage $s (timing, pipeline, host, tests)" >&2; exit 2 ;;
   esac

@@ -170,6 +170,56 @@ def test_weight_grad_default_is_taps_on_a_gpu_only(monkeypatch, backend, want):
   assert C.gpu_weight_grad() == other
 
 
+# (h, w, c, f, kernel, padding, r, blocked): the decoder's last conv (64 -> 3 there) SAME and on
+# a reflect-padded map (VALID), the encoder's first (6 -> 64), a 5x5 at r = 2 and 4, and where
+# the form does not apply: an output not a multiple of r, a kernel smaller than r, no narrow side
+BLOCKED = [
+  (16, 20, 24, 3, 7, "SAME", 4, True),
+  (22, 26, 24, 3, 7, "VALID", 4, True),
+  (22, 18, 6, 16, 7, "VALID", 4, True),
+  (12, 10, 5, 12, 5, ((2, 2), (2, 2)), 2, True),
+  (12, 16, 12, 5, 5, ((1, 3), (2, 2)), 4, True),
+  (14, 16, 24, 3, 7, "SAME", 4, False),
+  (16, 16, 3, 16, 3, "SAME", 4, False),
+  (16, 16, 8, 8, 7, "SAME", 4, False),
+]
+
+
+@pytest.mark.parametrize("h,w,c,f,kernel,padding,r,blocked", BLOCKED)
+def test_narrow_convs_by_pixel_blocks_are_the_same_conv(
+  monkeypatch, h, w, c, f, kernel, padding, r, blocked
+):
+  # JAXTALK_CONV_BLOCKS=r (a GPU study), traced as a GPU traces it: a narrow stride-1 conv runs
+  # on r x r pixel blocks (space to depth), r² C -> r² F channels; outputs and XLA's gradients
+  # against lax's direct conv
+  monkeypatch.setenv("JAXTALK_CONV_BLOCKS", str(r))
+  monkeypatch.setattr(C, "on_cpu", lambda: False)
+  kx, kk, kc = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = jax.random.normal(kx, (2, h, w, c))
+  k = jax.random.normal(kk, (kernel, kernel, c, f)) * 0.2
+  fn = lambda x, k: C.conv(x, k, (1, 1), padding, dimension_numbers=DN)  # noqa: E731
+  y_ref = _lax(x, k, (1, 1), padding)
+  # the form is really taken: one conv, over blocks of r² pixels, or the direct conv
+  ((_, ci, ko, ki, _, fo),) = _conv_channels(jax.make_jaxpr(fn)(x, k).jaxpr)
+  want = (r * r * c, r * r * f) if blocked else (c, f)
+  assert (ci, fo) == (ki, ko) == want, ((ci, ki, ko, fo), want)
+  y = jax.jit(fn)(x, k)
+  assert y.shape == y_ref.shape
+  cot = jax.random.normal(kc, y_ref.shape)
+  dx, dk = _grads(fn, x, k, cot)
+  dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, (1, 1), padding), x, k, cot)
+  for a, b in ((y, y_ref), (dx, dx_ref), (dk, dk_ref)):
+    assert a.shape == b.shape
+    scale = float(np.max(np.abs(np.asarray(b))))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+
+
+def test_block_factor_typo_is_a_clear_error(monkeypatch):
+  monkeypatch.setenv("JAXTALK_CONV_BLOCKS", "four")
+  with pytest.raises(ValueError, match="JAXTALK_CONV_BLOCKS='four': expected a positive"):
+    C.block_factor()
+
+
 SHARDED_TAPS = """
 import os
 import jax

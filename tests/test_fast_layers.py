@@ -227,6 +227,16 @@ def test_channel_padded_encoder_and_decoder_match_old(monkeypatch):
   _check(Encoder(8, 2), OldEncoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 6)))
 
 
+def test_pixel_blocked_encoder_and_decoder_match_old(monkeypatch):
+  # JAXTALK_CONV_BLOCKS=4 (models/conv.block_factor), traced as a GPU traces it: the encoder's
+  # first conv (6 -> 8 here) and the decoder's last (8 -> 3) on 4 x 4 pixel blocks; parameters,
+  # outputs and gradients as the old modules' (the form alone: tests/test_conv.py)
+  monkeypatch.setenv("JAXTALK_CONV_BLOCKS", "4")
+  monkeypatch.setattr(conv_lib, "on_cpu", lambda: False)
+  _check(Decoder(8, 2), OldDecoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32)))
+  _check(Encoder(8, 2), OldEncoder(8, 2), jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 6)))
+
+
 def test_reflect_conv_mode_typo_is_a_clear_error(monkeypatch):
   monkeypatch.setenv("JAXTALK_REFLECT_CONV", "folded")
   with pytest.raises(ValueError, match="JAXTALK_REFLECT_CONV='folded': expected one of"):

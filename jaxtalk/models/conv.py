@@ -39,10 +39,12 @@ docs/benchmarks.md). The same sums in another order: outputs differ from the dir
 by float32 rounding (~1e-5 of the output's scale, tests/test_conv.py). Other backends keep
 their own convolution (`on_cpu`).
 
-Two studies for the GPU, off by default (docs/benchmarks.md, issue 10): on any backend,
-JAXTALK_CONV_CHANNELS=N zero-pads the channels of the convs handled here to multiples of N
-(`channel_multiple`); off the CPU, JAXTALK_CONV_WGRAD=taps takes the weight gradient of even
-stride-1 kernels (the UpConv's 2x2) by matrix products, per tap and frame (`gpu_weight_grad`).
+On a GPU the weight gradient of even stride-1 kernels (the UpConv's 2x2) is taken by matrix
+products, per tap and frame (`gpu_weight_grad`; measured faster on the H200). Two studies for
+the GPU, off by default (docs/benchmarks.md, issue 10): on any backend, JAXTALK_CONV_CHANNELS=N
+zero-pads the channels of the convs handled here to multiples of N (`channel_multiple`); off
+the CPU, JAXTALK_CONV_BLOCKS=r runs the narrow stride-1 convs (a side under 8 channels) on r x r
+pixel blocks, space to depth (`block_factor`, `blocked_conv`).
 
 Anything else (dilation, groups, other layouts or ranks, a stride that does not divide the
 kernel) goes to `lax.conv_general_dilated` unchanged.
@@ -111,6 +113,16 @@ def on_cpu() -> bool:
   return jax.default_backend() == "cpu"
 
 
+def _study_factor(name: str) -> int:
+  """A study's positive integer from the environment variable `name`; 1 (off) when unset."""
+  raw = os.environ.get(name, "").strip()
+  if not raw:
+    return 1
+  if not raw.isdigit() or int(raw) < 1:
+    raise ValueError(f"{name}={raw!r}: expected a positive integer (1: off)")
+  return int(raw)
+
+
 def channel_multiple() -> int:
   """The multiple every conv's input and output channels are zero-padded to (1: none), read
   from JAXTALK_CONV_CHANNELS when the program is traced. A study for the GPU (issue 10,
@@ -123,12 +135,7 @@ def channel_multiple() -> int:
   every sum, and the extra output channels are sliced off: outputs and gradients are the
   unpadded conv's, to the order of summation (tests/test_conv.py); the parameters keep their
   shapes. The FLOPs the MFU counts are the unpadded model's (scripts/device_check.py)."""
-  raw = os.environ.get("JAXTALK_CONV_CHANNELS", "").strip()
-  if not raw:
-    return 1
-  if not raw.isdigit() or int(raw) < 1:
-    raise ValueError(f"JAXTALK_CONV_CHANNELS={raw!r}: expected a positive integer (1: off)")
-  return int(raw)
+  return _study_factor("JAXTALK_CONV_CHANNELS")
 
 
 WEIGHT_GRAD_MODES = ("xla", "taps")
@@ -150,6 +157,58 @@ def gpu_weight_grad() -> str:
   if mode not in WEIGHT_GRAD_MODES:
     raise ValueError(f"JAXTALK_CONV_WGRAD={mode!r}: expected one of {WEIGHT_GRAD_MODES}")
   return mode
+
+
+# a conv side with fewer channels than this is "narrow" (`block_factor`)
+NARROW_CHANNELS = 8
+
+
+def block_factor() -> int:
+  """The block size r of the space-to-depth form of narrow convs (1: off), read from
+  JAXTALK_CONV_BLOCKS when the program is traced. A study for the GPU (issue 10,
+  docs/benchmarks.md): on the H200 the paper config's decoder's last conv (7x7, 64 -> 3, 256²)
+  took ~22 ms of the 0.198 s B = 16 bf16 train step (forward 6.6 ms, gradients 15.3, cuDNN's
+  sm80 kernels) for ~0.5 TFLOP, and the encoder's first (7x7, 6 -> 64) ~6 ms. Channel padding
+  to 8 barely helped (fourth session). Off the CPU, a stride-1 conv with a side of fewer than
+  NARROW_CHANNELS channels and a kernel of at least r x r taps then runs as the stride-1 conv
+  of its r x r pixel blocks (`blocked_conv`): r² C -> r² F channels (r = 4: 64 -> 3 becomes
+  1024 -> 48) with a ceil((r + k - 1) / r)-tap kernel, at ~3x the FLOPs (zero taps) on shapes
+  tensor cores fill."""
+  return _study_factor("JAXTALK_CONV_BLOCKS")
+
+
+def blocked_conv(x_nhwc: jax.Array, k_hwio: jax.Array, pads: Pads, r: int) -> jax.Array:
+  """The stride-1 conv of x padded by `pads`, computed on r x r pixel blocks (`block_factor`):
+  with xs[a, b, (p, q, c)] = xp[r a + p, r b + q, c] (space to depth) and output phase (i, j),
+  y[r a + i, r b + j] = sum over taps (m, n) of xs[a + m, b + n] @ K[m, n, :, (i, j)], where
+  K[m, n, (p, q, c), (i, j, f)] = k[r m + p - i, r n + q - j, c, f] (zero outside the kernel).
+  The output's H and W must be multiples of r. The same products as the direct conv plus exact
+  zeros, summed in another order (tests/test_conv.py)."""
+  kh, kw, c, f = k_hwio.shape
+  xp = _pad(x_nhwc, pads)
+  n, hp, wp, _ = xp.shape
+  ho, wo = hp - kh + 1, wp - kw + 1
+  mh, mw = -(-(r + kh - 1) // r), -(-(r + kw - 1) // r)
+  hn, wn = ho + r * (mh - 1), wo + r * (mw - 1)  # >= hp, wp: zero rows the zero taps meet
+  xp = lax.pad(
+    xp, jnp.zeros((), xp.dtype), ((0, 0, 0), (0, hn - hp, 0), (0, wn - wp, 0), (0, 0, 0))
+  )
+  xs = xp.reshape(n, hn // r, r, wn // r, r, c).transpose(0, 1, 3, 2, 4, 5)
+  xs = xs.reshape(n, hn // r, wn // r, r * r * c)
+  zero = jnp.zeros((), k_hwio.dtype)
+  phases = [
+    _regroup_kernel(
+      lax.pad(
+        k_hwio, zero, ((i, r * mh - kh - i, 0), (j, r * mw - kw - j, 0), (0, 0, 0), (0, 0, 0))
+      ),
+      r,
+    )
+    for i in range(r)
+    for j in range(r)
+  ]  # each (mh, mw, r² C, F): phase (i, j)'s kernel over the blocks
+  ys = _conv(xs, jnp.concatenate(phases, axis=3), (1, 1), ((0, 0), (0, 0)))
+  y = ys.reshape(n, ho // r, wo // r, r, r, f).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, ho, wo, f)
 
 
 def pad_channels(
@@ -583,8 +642,15 @@ def conv(
   lhs, rhs = pad_channels(lhs, rhs, channel_multiple())
   n, h, w, c = lhs.shape
   xp_shape = (n, h + sum(pads[0]), w + sum(pads[1]), c)
+  r = block_factor()
+  blocked = (
+    r > 1 and not on_cpu() and strides == (1, 1) and min(rhs.shape[2:]) < NARROW_CHANNELS
+    and min(kh, kw) >= r and (xp_shape[1] - kh + 1) % r == 0 and (xp_shape[2] - kw + 1) % r == 0
+  )  # fmt: skip
   if on_cpu() and winograd_applies(xp_shape, rhs.shape, strides, lhs.dtype):
     y = winograd_conv3x3(lhs, rhs, pads)
+  elif blocked:
+    y = blocked_conv(lhs, rhs, pads, r)
   else:
     y = _conv(lhs, rhs, strides, pads)
   return y if y.shape[3] == f else y[..., :f]
