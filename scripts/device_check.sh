@@ -41,9 +41,9 @@
 # a session (docs/benchmarks.md, third GPU session). Its results are kept in JAX's
 # compilation cache on the device (/tmp, lost with the machine), and come back in
 # $OUT/autotune.tar.gz; copied to .devcache/autotune.tar.gz here, they travel with the next
-# call and seed that cache. A result is keyed by the fusion's HLO and the device, so a changed program or
-# another card is simply autotuned again. Executables are cached on the device only (too large
-# to carry).
+# call and seed that cache. A result is keyed by the fusion's HLO and the device, so a changed
+# program or another card is simply autotuned again. Executables are cached on the device only
+# (too large to carry).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CPU=0
