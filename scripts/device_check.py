@@ -281,24 +281,25 @@ def _library_conv(x, k, strides, pads):
   return conv(x, k, strides, pads)
 
 
-def _variant(variant: str, kshape, stride: int):
+def _variant(variant: str, kshape, stride: int, out_hw):
   """(conv function, environment while it is traced) for a --conv-variants item, or None where
-  it does not apply to this conv (or would be the direct conv again)."""
+  it does not apply to this conv (kernel shape, stride, output (H, W)), or would be the direct
+  conv again."""
   c, f = kshape[2:]
   if variant == "direct":
     return _lax_conv, {}
   if variant == "matmul":
     return (narrow_conv, {}) if stride == 1 else None
+  from jaxtalk.models import conv as conv_lib  # noqa: PLC0415
+
+  strides = (stride, stride)
   if variant == "taps":
-    applies = stride == 1 and (kshape[0] % 2 == 0 or kshape[1] % 2 == 0)
+    applies = conv_lib.taps_weight_grad_applies(*kshape[:2], strides)
   elif CHANNELS_TOKEN.fullmatch(variant):
     m = int(variant[2:])
     applies = c % m or f % m
   elif BLOCKS_TOKEN.fullmatch(variant):
-    from jaxtalk.models.conv import NARROW_CHANNELS  # noqa: PLC0415
-
-    r = int(variant[6:])
-    applies = stride == 1 and min(c, f) < NARROW_CHANNELS and min(kshape[:2]) >= r
+    applies = conv_lib.blocked_conv_applies(kshape, strides, out_hw, int(variant[6:]))
   else:
     raise ValueError(
       f"--conv-variants: {variant!r} is not one of {CONV_VARIANTS} (chN, blocksN: any N)"
@@ -359,7 +360,7 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
     ref = base = None
     parts = []
     for variant in variants:
-      form = _variant(variant, kshape, stride)
+      form = _variant(variant, kshape, stride, out_shape.shape[1:3])
       if form is None:
         continue
       conv_fn, env = form
@@ -496,16 +497,16 @@ def main() -> int:
   cfg = load_config(config)
   cfg.data.image_size = size
   cfg.model.dtype = args.dtype
-  w, f = cfg.data.audio_window, cfg.data.n_mels
+  window, n_mels = cfg.data.audio_window, cfg.data.n_mels
   key = jax.random.PRNGKey(0)
   model = renderer_from_config(cfg)
   x1 = jax.random.uniform(key, (1, t, size, size, 3), minval=-1.0, maxval=1.0)
-  a1 = jax.random.normal(key, (1, t, w, f))
+  a1 = jax.random.normal(key, (1, t, window, n_mels))
   variables = bench_model._init(model, x1, x1, a1)
   out["renderer"] = {}
   for b in batches:
     x = jax.random.uniform(key, (b, t, size, size, 3), minval=-1.0, maxval=1.0)
-    a = jax.random.normal(key, (b, t, w, f))
+    a = jax.random.normal(key, (b, t, window, n_mels))
     m = bench_model._measure(lambda v, x, a: model.apply(v, x, x, a), (variables, x, a), 3)
     fps = b * t / m["best_s"]
     out["renderer"][b] = {"frames_per_s": fps, **m}
@@ -540,7 +541,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="jaxtalk-device-check-") as tmp, env:
       write_synthetic_dataset(
         tmp + "/ds", n_clips=2, n_frames=t + 4, size=size,
-        expression_dim=cfg.data.expression_dim, audio_window=w, n_mels=f,
+        expression_dim=cfg.data.expression_dim, audio_window=window, n_mels=n_mels,
       )  # fmt: skip
       r = bench_train.time_step(
         cfg, tmp + "/ds", args.steps, 1, args.vgg, random_vgg=True, trace_dir=traced

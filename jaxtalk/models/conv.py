@@ -123,6 +123,15 @@ def _study_factor(name: str) -> int:
   return int(raw)
 
 
+def study_choice(name: str, choices: Sequence[str], default: str) -> str:
+  """A study's form from the environment variable `name` (case and spaces ignored), one of
+  `choices`; `default` when unset."""
+  chosen = os.environ.get(name, "").strip().lower() or default
+  if chosen not in choices:
+    raise ValueError(f"{name}={chosen!r}: expected one of {tuple(choices)}")
+  return chosen
+
+
 def channel_multiple() -> int:
   """The multiple every conv's input and output channels are zero-padded to (1: none), read
   from JAXTALK_CONV_CHANNELS when the program is traced. A study for the GPU (issue 10,
@@ -153,10 +162,13 @@ def gpu_weight_grad() -> str:
   docs/benchmarks.md). The input gradient stays XLA's. Same sums in another order
   (tests/test_conv.py)."""
   default = "taps" if jax.default_backend() == "gpu" else "xla"
-  mode = os.environ.get("JAXTALK_CONV_WGRAD", "").strip().lower() or default
-  if mode not in WEIGHT_GRAD_MODES:
-    raise ValueError(f"JAXTALK_CONV_WGRAD={mode!r}: expected one of {WEIGHT_GRAD_MODES}")
-  return mode
+  return study_choice("JAXTALK_CONV_WGRAD", WEIGHT_GRAD_MODES, default)
+
+
+def taps_weight_grad_applies(kh: int, kw: int, strides: Sequence[int]) -> bool:
+  """Whether `weight_grad_frames` takes the weight gradient of a (kh, kw) conv with `strides`
+  under JAXTALK_CONV_WGRAD=taps: stride 1 and an even kernel side."""
+  return tuple(strides) == (1, 1) and (kh % 2 == 0 or kw % 2 == 0)
 
 
 # a conv side with fewer channels than this is "narrow" (`block_factor`)
@@ -175,6 +187,17 @@ def block_factor() -> int:
   1024 -> 48) with a ceil((r + k - 1) / r)-tap kernel, at ~3x the FLOPs (zero taps) on shapes
   tensor cores fill."""
   return _study_factor("JAXTALK_CONV_BLOCKS")
+
+
+def blocked_conv_applies(k_shape: Sequence[int], strides: Sequence[int], out_hw, r: int) -> bool:
+  """Whether `blocked_conv` on r x r blocks takes a conv with kernel (kh, kw, C, F), `strides`
+  and output (H, W) off the CPU: r > 1, stride 1, a side of fewer than NARROW_CHANNELS channels,
+  a kernel of at least r x r, and an output whose H and W are multiples of r."""
+  kh, kw, c, f = k_shape
+  return (
+    r > 1 and tuple(strides) == (1, 1) and min(c, f) < NARROW_CHANNELS and min(kh, kw) >= r
+    and out_hw[0] % r == 0 and out_hw[1] % r == 0
+  )  # fmt: skip
 
 
 def blocked_conv(x_nhwc: jax.Array, k_hwio: jax.Array, pads: Pads, r: int) -> jax.Array:
@@ -575,7 +598,7 @@ def _conv_bwd(strides, pads, res, g):
   kh, kw = k.shape[:2]
   if on_cpu():
     dx, dk = _cpu_grads(x, k, strides, pads, g)
-  elif strides == (1, 1) and (kh % 2 == 0 or kw % 2 == 0) and gpu_weight_grad() == "taps":
+  elif taps_weight_grad_applies(kh, kw, strides) and gpu_weight_grad() == "taps":
     (dx,) = jax.linear_transpose(lambda x: _lax_conv(x, k, strides, pads), x)(g)
     dk = weight_grad_frames(_pad(x, pads), g, kh, kw)
   else:
@@ -643,13 +666,10 @@ def conv(
   n, h, w, c = lhs.shape
   xp_shape = (n, h + sum(pads[0]), w + sum(pads[1]), c)
   r = block_factor()
-  blocked = (
-    r > 1 and not on_cpu() and strides == (1, 1) and min(rhs.shape[2:]) < NARROW_CHANNELS
-    and min(kh, kw) >= r and (xp_shape[1] - kh + 1) % r == 0 and (xp_shape[2] - kw + 1) % r == 0
-  )  # fmt: skip
+  out_hw = (xp_shape[1] - kh + 1, xp_shape[2] - kw + 1)  # at stride 1, the only one blocked
   if on_cpu() and winograd_applies(xp_shape, rhs.shape, strides, lhs.dtype):
     y = winograd_conv3x3(lhs, rhs, pads)
-  elif blocked:
+  elif not on_cpu() and blocked_conv_applies(rhs.shape, strides, out_hw, r):
     y = blocked_conv(lhs, rhs, pads, r)
   else:
     y = _conv(lhs, rhs, strides, pads)

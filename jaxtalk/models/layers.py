@@ -8,7 +8,6 @@ Every module takes `dtype` (compute) and keeps `param_dtype` float32, so `model.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,10 +65,7 @@ def reflect_pad_form() -> str:
             fusions instead, a kind XLA vectorises. Unmeasured on a GPU so far.
 
   The same values: each padded cell is one of x's plus exact zeros (a -0.0 comes out +0.0)."""
-  form = os.environ.get("JAXTALK_REFLECT_PAD", "").strip().lower() or "concat"
-  if form not in REFLECT_PAD_FORMS:
-    raise ValueError(f"JAXTALK_REFLECT_PAD={form!r}: expected one of {REFLECT_PAD_FORMS}")
-  return form
+  return conv_lib.study_choice("JAXTALK_REFLECT_PAD", REFLECT_PAD_FORMS, "concat")
 
 
 def reflect_pad(x_nhwc: jax.Array, pad: int) -> jax.Array:
@@ -121,10 +117,8 @@ def reflect_mode() -> str:
 
   JAXTALK_REFLECT_CONV=same|pad|fold overrides the default (scripts/device_check.py measures
   the modes against each other). Same math in every mode, to float rounding."""
-  forced = os.environ.get("JAXTALK_REFLECT_CONV", "").strip().lower()
-  if forced and forced not in REFLECT_MODES:
-    raise ValueError(f"JAXTALK_REFLECT_CONV={forced!r}: expected one of {REFLECT_MODES}")
-  return forced or ("same" if conv_lib.on_cpu() else "pad")
+  default = "same" if conv_lib.on_cpu() else "pad"
+  return conv_lib.study_choice("JAXTALK_REFLECT_CONV", REFLECT_MODES, default)
 
 
 def reflect_padding() -> str:
