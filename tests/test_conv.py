@@ -26,6 +26,14 @@ def _grads(fn, x, k, cot):
   return jax.jit(lambda x, k: jax.vjp(fn, x, k)[1](cot))(x, k)
 
 
+def _assert_close_at_scale(a, b, atol: float) -> None:
+  """a equals b (same shape) to `atol` of b's largest magnitude."""
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  assert a.shape == b.shape
+  scale = float(np.max(np.abs(b)))
+  np.testing.assert_allclose(a / scale, b / scale, atol=atol)
+
+
 CASES = [
   # (h, w, c, f, kernel, stride, padding): every path of the module (own_weight_grad decides
   # which weight gradient runs: per-tap products, im2col of x or of g, or XLA's own)
@@ -57,8 +65,7 @@ def test_conv_and_gradients_match_xla(h, w, c, f, kernel, stride, padding):
   dx, dk = _grads(lambda x, k: C.conv(x, k, st, padding), x, k, cot)
   dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, st, padding), x, k, cot)
   for a, b in ((dx, dx_ref), (dk, dk_ref)):
-    scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=2e-6)
+    _assert_close_at_scale(a, b, atol=2e-6)
 
 
 def _conv_channels(jaxpr) -> list[tuple[int, ...]]:
@@ -122,10 +129,8 @@ def test_channels_padded_to_a_multiple_are_the_same_conv(
   dx, dk = _grads(fn, x, k, cot)
   dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, st, padding), x, k, cot)
   for a, b in ((dx, dx_ref), (dk, dk_ref)):
-    assert a.shape == b.shape
-    scale = float(np.max(np.abs(np.asarray(b))))
     # 1e-5: these tests also run on a GPU, where cuDNN's float32 algorithms differ more
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+    _assert_close_at_scale(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("c,f", [(40, 48), (48, 40), (4, 6)])
@@ -152,8 +157,7 @@ def test_weight_grad_by_taps_off_the_cpu(monkeypatch, c, f):
   dx, dk = _grads(fn, x, k, cot)
   dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, (1, 1), pads), x, k, cot)
   for a, b in ((dx, dx_ref), (dk, dk_ref)):
-    scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+    _assert_close_at_scale(a, b, atol=1e-5)
   monkeypatch.setenv("JAXTALK_CONV_WGRAD", "rows")
   with pytest.raises(ValueError, match="JAXTALK_CONV_WGRAD='rows': expected one of"):
     backward()(x, k, cot)
@@ -209,9 +213,7 @@ def test_narrow_convs_by_pixel_blocks_are_the_same_conv(
   dx, dk = _grads(fn, x, k, cot)
   dx_ref, dk_ref = _grads(lambda x, k: _lax(x, k, (1, 1), padding), x, k, cot)
   for a, b in ((y, y_ref), (dx, dx_ref), (dk, dk_ref)):
-    assert a.shape == b.shape
-    scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+    _assert_close_at_scale(a, b, atol=1e-5)
 
 
 def test_block_factor_typo_is_a_clear_error(monkeypatch):
@@ -335,10 +337,7 @@ def test_flax_conv_with_fast_gradients_and_bf16():
   )  # fmt: skip
   assert dxb.dtype == dkb.dtype == jnp.bfloat16
   for lo, hi in ((dxb, dx), (dkb, dk)):
-    scale = float(np.max(np.abs(np.asarray(hi))))
-    np.testing.assert_allclose(
-      np.asarray(lo, np.float32) / scale, np.asarray(hi) / scale, atol=0.03
-    )
+    _assert_close_at_scale(lo, hi, atol=0.03)
 
 
 def test_weight_gradient_choice_follows_the_measurements():
@@ -394,8 +393,7 @@ def test_winograd_3x3_matches_the_direct_convolution(h, w, c, f, pads):
   got = _grads(lambda x, k: C.conv(x, k, (1, 1), pads), x, k, cot)
   want = _grads(lambda x, k: _lax(x, k, (1, 1), pads), x, k, cot)
   for a, b in zip(got, want, strict=True):
-    scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=5e-5)
+    _assert_close_at_scale(a, b, atol=5e-5)
 
 
 def test_winograd_only_where_it_pays():
