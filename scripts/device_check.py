@@ -4,14 +4,17 @@ batch sizes), the paper-config train step time and its MFU, and peak device memo
   python scripts/device_check.py                 # on the GPU (paper config, 256², bf16)
   python scripts/device_check.py --cpu           # small CPU smoke run of every code path
 
-MFU = model FLOPs per step / step time / peak FLOP/s. Model FLOPs per train step are counted
-from XLA's cost analysis of each network's forward HLO before optimisation (the compiled GPU
-program's analysis omits the convolutions it hands to cuDNN): 3x the generator forward (forward
-+ backward), 3x the discriminator on the generated frames inside the generator loss plus 2 x 3x
-for its own update on real and generated frames, and 4x the perceptual VGG16 (random weights of
-the shipped layout) when it is on (forward on both images, backward through the generated one).
-Recomputation (remat) is not counted, as usual. The peak is the card's dense bf16 figure
-(--peak-tflops to override).
+MFU = model FLOPs per step / step time / peak FLOP/s. The model FLOPs per train step are XLA's
+cost analysis of the whole stage-1 step's program before optimisation, lowered on the CPU
+backend with the model as written (JAXTALK_CONV_FORMS=xla: XLA's convolutions and their
+autodiff, no study; jaxtalk/bench/train.step_model_gflops): G forward and backward, D on the
+generated frames inside the generator's loss (forward and the gradient to its input: D's
+weights are constants there), D's update on real and generated frames, the perceptual VGG16
+forward on both images and its gradient to the generated one (frozen: no weight gradient),
+the Adam updates. Nothing is recomputed (remat off). Until 2026-11-27 the count was
+3 G + 9 D + 4 VGG forwards, with G's forward counted in the CPU's forms: 4195 instead of 3733
+GFLOP per 256² clip, 12 % too many (docs/benchmarks.md, "The MFU's FLOPs, recounted"). The
+peak is the card's dense bf16 figure (--peak-tflops to override).
 """
 
 from __future__ import annotations
@@ -59,43 +62,59 @@ def _mem() -> str:
   return f"{rss:.2f} GiB host peak RSS (no device memory stats on this backend)"
 
 
-def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool) -> dict:
-  """Forward GFLOPs per clip of t frames of the train step's networks (g: renderer, d:
-  discriminator, vgg: the perceptual network), from the HLO before optimisation (lowering only:
-  no compile, no arrays); linear in the batch."""
+def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool, train_bs: list) -> dict:
+  """GFLOPs from XLA's cost analysis before optimisation, of the model as written
+  (bench/model.model_gflops): the forward per clip of t frames of the renderer (g), the
+  discriminator (d) and the perceptual network (vgg), for the renderer's TFLOP/s and the
+  breakdown; and the whole stage-1 train step at each batch in train_bs (step: {B: GFLOP}),
+  for the MFU (bench/train.step_model_gflops)."""
   import jax  # noqa: PLC0415
 
   from jaxtalk.bench import model as bench_model  # noqa: PLC0415
+  from jaxtalk.bench.train import step_model_gflops  # noqa: PLC0415
   from jaxtalk.config import load_config  # noqa: PLC0415
   from jaxtalk.model_io import perceptual_module  # noqa: PLC0415
   from jaxtalk.models.discriminator import discriminator_from_config  # noqa: PLC0415
   from jaxtalk.models.renderer import renderer_from_config  # noqa: PLC0415
+  from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
   cfg = load_config(config)
   cfg.data.image_size = size
   cfg.model.dtype = dtype
-  img, aud = (1, t, size, size, 3), (1, t, cfg.data.audio_window, cfg.data.n_mels)
+  cfg.train.seq_len = t
+  window, n_mels = cfg.data.audio_window, cfg.data.n_mels
+  img, aud = (1, t, size, size, 3), (1, t, window, n_mels)
 
   def gflop(module, *shapes):
     args = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in shapes]
     params = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
-    return bench_model._flops(jax.jit(module.apply).lower(params, *args)) / 1e9
+    return bench_model.model_gflops(module.apply, params, *args)
 
-  return {
+  out = {
     "g": gflop(renderer_from_config(cfg), img, img, aud),
     "d": gflop(discriminator_from_config(cfg), img),
     "vgg": gflop(perceptual_module(cfg), img) if vgg else 0.0,
+    "step": {},
   }
+  with tempfile.TemporaryDirectory(prefix="jaxtalk-count-flops-") as tmp:
+    write_synthetic_dataset(
+      tmp + "/ds", n_clips=2, n_frames=t + 4, size=size,
+      expression_dim=cfg.data.expression_dim, audio_window=window, n_mels=n_mels,
+    )  # fmt: skip
+    for b in train_bs:
+      cfg.train.batch_size = b
+      out["step"][str(b)] = step_model_gflops(cfg, tmp + "/ds", 1, vgg, random_vgg=True)
+  return out
 
 
-def _clip_gflops(config: str, size: int, t: int, dtype: str, vgg: bool) -> dict:
+def _clip_gflops(config: str, size: int, t: int, dtype: str, vgg: bool, train_bs: list) -> dict:
   """_count_flops on the CPU backend, in a subprocess: on an H200 (jax 0.11.2) the lowered
   program's cost analysis gave NaN and the compiled one omits the convolutions handed to
   cuDNN (23.6 instead of 834 GFLOP for the 256² renderer's 8 frames)."""
-  job = json.dumps({"config": config, "size": size, "t": t, "dtype": dtype, "vgg": vgg})
-  # the model's FLOPs, whatever the studies' forms add (padded channels, the folded borders)
-  env = {k: v for k, v in os.environ.items() if k not in STEP_VARIANT_ENV}
-  env["JAX_PLATFORMS"] = "cpu"
+  job = json.dumps(
+    {"config": config, "size": size, "t": t, "dtype": dtype, "vgg": vgg, "train_bs": train_bs}
+  )
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   r = subprocess.run([sys.executable, __file__, "--count-flops", job], env=env,
                      capture_output=True, text=True)  # fmt: skip
   if r.returncode != 0:
@@ -493,7 +512,7 @@ def main() -> int:
   print(f"device_check: {jax.device_count()} x {dev.device_kind} ({dev.platform}), "
         f"jax {jax.__version__}, config {config}, {size}², {args.dtype}", flush=True)  # fmt: skip
 
-  flops = _clip_gflops(config, size, t, args.dtype, args.vgg)
+  flops = _clip_gflops(config, size, t, args.dtype, args.vgg, train_bs)
   cfg = load_config(config)
   cfg.data.image_size = size
   cfg.model.dtype = args.dtype
@@ -519,9 +538,9 @@ def main() -> int:
     out["conv_study"] = conv_study(args.conv_frames, args.dtype, variants)
 
   g_clip, d_clip, vgg_clip = (flops[k] for k in ("g", "d", "vgg"))
-  clip_step = 3 * g_clip + 9 * d_clip + 4 * vgg_clip
-  print(f"  forward GFLOP per clip of {t} frames: G {g_clip:.0f}, D {d_clip:.0f}, "
-        f"VGG {vgg_clip:.0f}; train step {clip_step:.0f} per clip", flush=True)  # fmt: skip
+  steps_txt = ", ".join(f"B = {b}: {gf:.0f}" for b, gf in flops["step"].items())
+  print(f"  model GFLOP, forward per clip of {t} frames: G {g_clip:.0f}, D {d_clip:.0f}, "
+        f"VGG {vgg_clip:.0f}; the train step's: {steps_txt}", flush=True)  # fmt: skip
   del variables
 
   cfg.train.seq_len = t
@@ -546,7 +565,7 @@ def main() -> int:
       r = bench_train.time_step(
         cfg, tmp + "/ds", args.steps, 1, args.vgg, random_vgg=True, trace_dir=traced
       )
-    step_gflop = train_b * clip_step
+    step_gflop = flops["step"][str(train_b)]
     tflops = step_gflop / r["step_s"] / 1e3
     mfu = None if peak is None else tflops * 1e12 / peak
     out["train"][key_b] = {**r, "model_gflop": step_gflop, "tflops": tflops, "mfu": mfu}

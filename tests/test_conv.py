@@ -174,6 +174,40 @@ def test_weight_grad_default_is_taps_on_a_gpu_only(monkeypatch, backend, want):
   assert C.gpu_weight_grad() == other
 
 
+def test_model_forms_trace_the_model_as_written(monkeypatch):
+  """JAXTALK_CONV_FORMS=xla (what the MFU's FLOPs are counted on) gives XLA's own conv and
+  autodiff, whatever the backend and the studies' variables: the same FLOPs as lax's conv and
+  its gradients, where those forms and studies change them."""
+  from jaxtalk.bench.model import xla_flops  # noqa: PLC0415
+  from jaxtalk.models import layers  # noqa: PLC0415
+
+  studies = {
+    "JAXTALK_CONV_CHANNELS": "8", "JAXTALK_CONV_BLOCKS": "4", "JAXTALK_CONV_WGRAD": "taps",
+    "JAXTALK_REFLECT_CONV": "fold", "JAXTALK_REFLECT_PAD": "padsum",
+  }  # fmt: skip
+  for name, value in studies.items():
+    monkeypatch.setenv(name, value)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  k = jax.random.normal(jax.random.PRNGKey(1), (7, 7, 3, 5))
+
+  def grad_flops(conv_fn):
+    loss = lambda x, k: jnp.sum(conv_fn(x, k) ** 2)  # noqa: E731
+    return xla_flops(jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, k))
+
+  lax_flops = grad_flops(lambda x, k: _lax(x, k, (1, 1), "SAME"))
+  # a new function per trace: JAX reuses a function's trace whatever the environment says
+  studied = grad_flops(lambda x, k: C.conv(x, k, (1, 1), "SAME"))
+  assert studied > 1.5 * lax_flops  # padded channels, blocks' zero taps: the study is on
+  monkeypatch.setenv("JAXTALK_CONV_FORMS", " XLA ")
+  assert C.model_forms() and not C.on_cpu()
+  assert (C.channel_multiple(), C.block_factor(), C.gpu_weight_grad()) == (1, 1, "xla")
+  assert (layers.reflect_mode(), layers.reflect_pad_form()) == ("pad", "concat")
+  assert grad_flops(lambda x, k: C.conv(x, k, (1, 1), "SAME")) == lax_flops
+  monkeypatch.setenv("JAXTALK_CONV_FORMS", "plain")
+  with pytest.raises(ValueError, match="JAXTALK_CONV_FORMS='plain': expected one of"):
+    C.on_cpu()
+
+
 # (h, w, c, f, kernel, padding, r, blocked): the decoder's last conv (64 -> 3 there) SAME and on
 # a reflect-padded map (VALID), the encoder's first (6 -> 64), a 5x5 at r = 2 and 4, and where
 # the form does not apply: an output not a multiple of r, a kernel smaller than r, no narrow side

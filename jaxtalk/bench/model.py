@@ -5,7 +5,9 @@
 
 The renderer is timed per size (B clips of T frames, compile excluded and reported apart);
 smoothing, discriminator, audio2expression and VGG19 are timed at the largest size. FLOPs are
-XLA's own count for the compiled forward (cost_analysis), so they include everything XLA runs.
+XLA's count (cost_analysis) for the forward as the model is written (`model_gflops`): not for
+the CPU's own forms of the convolutions that the timed program runs (Winograd does fewer
+multiplies, the SAME reflect convs compute more outputs).
 
 --per-module also times each part of the renderer on its own (encoder, audio fusion, dependency
 transformer, bottleneck, decoder; each jitted apart on the inputs it sees inside the renderer,
@@ -15,11 +17,12 @@ with the renderer's own parameters) and prints GFLOP/s, so the rows show where t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaxtalk.bench.machine import cpu_name
@@ -51,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
 
 
-def _flops(stage: Any) -> float:
+def xla_flops(stage: Any) -> float:
   """FLOPs from XLA's cost analysis of a jax.stages.Lowered or Compiled (NaN if none)."""
   # cost_analysis() is a dict in current JAX, a list of per-computation dicts in older ones,
   # and may be None on some backends
@@ -61,6 +64,36 @@ def _flops(stage: Any) -> float:
   if isinstance(cost, dict):
     cost = [cost]
   return float(sum(c.get("flops", 0.0) for c in cost))
+
+
+@contextlib.contextmanager
+def traced_as_written() -> Iterator[None]:
+  """Programs traced inside trace the model as written: JAXTALK_CONV_FORMS=xla
+  (models/conv.model_forms). Jit a new function inside: JAX reuses a function's earlier trace."""
+  from jaxtalk.models.conv import FORMS_VARIABLE  # noqa: PLC0415
+
+  before = os.environ.get(FORMS_VARIABLE)
+  os.environ[FORMS_VARIABLE] = "xla"
+  try:
+    yield
+  finally:
+    if before is None:
+      del os.environ[FORMS_VARIABLE]
+    else:
+      os.environ[FORMS_VARIABLE] = before
+
+
+def model_gflops(fn: Callable, *args: Any) -> float:
+  """GFLOPs of fn(*args) as the model is written (`traced_as_written`), from XLA's cost analysis
+  of the program before optimisation (lowered only, not compiled; NaN where the backend cannot
+  analyse it, as an H200 with jax 0.11.2: scripts/device_check.py counts on the CPU backend).
+  Not the compiled program's: a GPU compile turns the convolutions into cuDNN calls that its
+  analysis does not count (the H200 reported 23.6 instead of 834 GFLOP for the 256² renderer's 8
+  frames)."""
+  import jax  # noqa: PLC0415
+
+  with traced_as_written():
+    return xla_flops(jax.jit(lambda *a: fn(*a)).lower(*args)) / 1e9
 
 
 def _count(tree: Any) -> int:
@@ -87,12 +120,7 @@ def _measure(fn: Callable, args: tuple, repeats: int) -> dict[str, float]:
     "compile_s": compile_s,
     "best_s": min(times),
     "mean_s": sum(times) / len(times),
-    # FLOPs of the HLO before optimisation (on CPU; NaN where the backend cannot analyse it,
-    # as on an H200 with jax 0.11.2). Not the compiled program's: a GPU compile turns the
-    # convolutions into cuDNN calls that its analysis does not count (the same H200 reported
-    # 23.6 instead of 834 GFLOP for the 256² renderer's 8 frames). scripts/device_check.py
-    # counts on the CPU backend in a subprocess for that reason.
-    "gflop": _flops(lowered) / 1e9,
+    "gflop": model_gflops(fn, *args),
   }
 
 

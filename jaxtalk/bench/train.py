@@ -92,23 +92,14 @@ def _vgg_params(cfg, random_weights: bool = False):
   return convert_torchvision_vgg19(sd)
 
 
-def time_step(
-  cfg,
-  data_dir: str,
-  steps: int,
-  stage: int,
-  vgg: bool,
-  random_vgg: bool = False,
-  trace_dir: str | None = None,
-) -> dict:
-  """Seconds per train step (best and mean of `steps` after the compiling one). With
-  `trace_dir`, two more steps run under jax.profiler.trace into it (with a Perfetto trace)."""
-  import jax  # noqa: PLC0415
-
+def _train_step(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool):
+  """The renderer train step of cfg as `jaxtalk train` compiles it, on the synthetic dataset in
+  data_dir: (runner, step, abstract state, a function that makes the state, the frozen VGG
+  parameters, an iterator of host batches)."""
   from jaxtalk.data import pipeline as P  # noqa: PLC0415
   from jaxtalk.train import state as S  # noqa: PLC0415
   from jaxtalk.train import step as St  # noqa: PLC0415
-  from jaxtalk.train.parallel import Runner, fetch, replicate_frozen  # noqa: PLC0415
+  from jaxtalk.train.parallel import Runner, replicate_frozen  # noqa: PLC0415
 
   t = cfg.train
   ds = P.open_data(data_dir)
@@ -124,16 +115,57 @@ def time_step(
     image_size=cfg.data.image_size, expression_dim=cfg.data.expression_dim,
     audio_window=cfg.data.audio_window, n_mels=cfg.data.n_mels,
   )  # fmt: skip
-  init_key, run_key = S.make_keys(0)
-  stats = S.default_data_stats(cfg.data.n_mels)
-  abstract = runner.abstract_state(init_fn, init_key, run_key, stats)
-  state = runner.init(init_fn, init_key, run_key, stats)
+  init_args = (*S.make_keys(0), S.default_data_stats(cfg.data.n_mels))
+  abstract = runner.abstract_state(init_fn, *init_args)
   frozen = replicate_frozen(runner, _vgg_params(cfg, random_vgg) if vgg else None)
   fn = functools.partial(
     St.renderer_train_step, models=models, g_tx=g_tx, d_tx=d_tx,
     hp=St.RendererHParams.from_config(cfg), stage=stage,
   )  # fmt: skip
   step = runner.step(fn, abstract)
+  return runner, step, abstract, lambda: runner.init(init_fn, *init_args), frozen, it
+
+
+def step_model_gflops(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool = False) -> float:
+  """The model GFLOPs of one renderer train step of cfg (cfg.train.batch_size clips of
+  cfg.train.seq_len frames): XLA's cost analysis of the whole step's program before
+  optimisation, traced with JAXTALK_CONV_FORMS=xla (the model as written: XLA's convolutions and
+  their autodiff, no study; models/conv.model_forms), lowered only (no compile, no arrays but
+  the frozen VGG's). Exactly the work the step's math asks for: autodiff computes no weight
+  gradient of the frozen networks (D inside the generator's loss, VGG) and no gradient of the
+  input images, and nothing is recomputed (counted with model.remat off, as MFU counts).
+  Counted on the CPU backend: on an H200 (jax 0.11.2) the lowered program's cost analysis gave
+  NaN, and a compiled GPU program's omits the convolutions handed to cuDNN."""
+  import jax  # noqa: PLC0415
+
+  from jaxtalk.bench.model import traced_as_written, xla_flops  # noqa: PLC0415
+
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.remat = False
+  with traced_as_written():  # the step is a new jitted function, traced in .lower below
+    _, step, abstract, _, frozen, it = _train_step(cfg, data_dir, stage, vgg, random_vgg)
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), next(it))
+    return xla_flops(step.lower(abstract, batch, frozen)) / 1e9
+
+
+def time_step(
+  cfg,
+  data_dir: str,
+  steps: int,
+  stage: int,
+  vgg: bool,
+  random_vgg: bool = False,
+  trace_dir: str | None = None,
+) -> dict:
+  """Seconds per train step (best and mean of `steps` after the compiling one). With
+  `trace_dir`, two more steps run under jax.profiler.trace into it (with a Perfetto trace)."""
+  import jax  # noqa: PLC0415
+
+  from jaxtalk.train import state as S  # noqa: PLC0415
+  from jaxtalk.train.parallel import fetch  # noqa: PLC0415
+
+  runner, step, _, init, frozen, it = _train_step(cfg, data_dir, stage, vgg, random_vgg)
+  state = init()
   batches = [runner.put_batch(next(it)) for _ in range(steps + 1)]
   t0 = time.perf_counter()
   state, m = step(state, batches[0], frozen)

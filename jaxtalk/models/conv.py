@@ -44,7 +44,9 @@ products, per tap and frame (`gpu_weight_grad`; measured faster on the H200). Tw
 the GPU, off by default (docs/benchmarks.md, issue 10): on any backend, JAXTALK_CONV_CHANNELS=N
 zero-pads the channels of the convs handled here to multiples of N (`channel_multiple`); off
 the CPU, JAXTALK_CONV_BLOCKS=r runs the narrow stride-1 convs (a side under 8 channels) on r x r
-pixel blocks, space to depth (`block_factor`, `blocked_conv`).
+pixel blocks, space to depth (`block_factor`, `blocked_conv`). JAXTALK_CONV_FORMS=xla traces
+the model as written on any backend, every form and study off (`model_forms`): what the MFU's
+FLOPs are counted on.
 
 Anything else (dilation, groups, other layouts or ranks, a stride that does not divide the
 kernel) goes to `lax.conv_general_dilated` unchanged.
@@ -103,20 +105,38 @@ _AT = np.array(
 _TILE_OUT, _TILE_IN = _AT.shape
 
 
+FORMS_VARIABLE = "JAXTALK_CONV_FORMS"
+
+
+def model_forms() -> bool:
+  """Whether the model is traced as written, read from JAXTALK_CONV_FORMS when the program is
+  traced: `auto` (the default) gives each backend its fast forms (the CPU's above, the GPU's
+  `gpu_weight_grad`) and lets the studies' variables apply; `xla` gives XLA's convolutions and
+  their autodiff on every backend, jnp.pad's reflect pads and every study off. The FLOPs the
+  MFU counts are those of the `xla` forms (jaxtalk/bench/train.step_model_gflops): the CPU's
+  SAME reflect convs compute ~3 % more outputs in the renderer, a study's padded channels or
+  zero taps more again."""
+  raw = os.environ.get(FORMS_VARIABLE, "").strip().lower() or "auto"
+  if raw not in ("auto", "xla"):
+    raise ValueError(f"{FORMS_VARIABLE}={raw!r}: expected one of ('auto', 'xla')")
+  return raw == "xla"
+
+
 def on_cpu() -> bool:
   """Whether the CPU forms apply: decided when the program is traced, by JAX's default backend
-  (as attention.make_attention_fn picks its kernel). `lax.platform_dependent` would defer the
-  choice to lowering, but it traces both forms of every conv and leaves XLA a conditional per
-  conv to fold: the tiny config's train step compiled in ~19.5 s that way against ~15 s
-  (2-core CPU, 2026-11-26). Lowering for another platform than the default one (jax.export)
-  therefore keeps the default backend's forms."""
-  return jax.default_backend() == "cpu"
+  (as attention.make_attention_fn picks its kernel), unless `model_forms()`.
+  `lax.platform_dependent` would defer the choice to lowering, but it traces both forms of every
+  conv and leaves XLA a conditional per conv to fold: the tiny config's train step compiled in
+  ~19.5 s that way against ~15 s (2-core CPU, 2026-11-26). Lowering for another platform than
+  the default one (jax.export) therefore keeps the default backend's forms."""
+  return jax.default_backend() == "cpu" and not model_forms()
 
 
 def _study_factor(name: str) -> int:
-  """A study's positive integer from the environment variable `name`; 1 (off) when unset."""
+  """A study's positive integer from the environment variable `name`; 1 (off) when unset or
+  under `model_forms()`."""
   raw = os.environ.get(name, "").strip()
-  if not raw:
+  if not raw or model_forms():
     return 1
   if not raw.isdigit() or int(raw) < 1:
     raise ValueError(f"{name}={raw!r}: expected a positive integer (1: off)")
@@ -125,8 +145,8 @@ def _study_factor(name: str) -> int:
 
 def study_choice(name: str, choices: Sequence[str], default: str) -> str:
   """A study's form from the environment variable `name` (case and spaces ignored), one of
-  `choices`; `default` when unset."""
-  chosen = os.environ.get(name, "").strip().lower() or default
+  `choices`; `default` when unset or under `model_forms()`."""
+  chosen = ("" if model_forms() else os.environ.get(name, "").strip().lower()) or default
   if chosen not in choices:
     raise ValueError(f"{name}={chosen!r}: expected one of {tuple(choices)}")
   return chosen
@@ -161,7 +181,7 @@ def gpu_weight_grad() -> str:
   bf16 train step took 0.198 s against 0.202 s, side by side on one H200 (fourth session,
   docs/benchmarks.md). The input gradient stays XLA's. Same sums in another order
   (tests/test_conv.py)."""
-  default = "taps" if jax.default_backend() == "gpu" else "xla"
+  default = "taps" if jax.default_backend() == "gpu" and not model_forms() else "xla"
   return study_choice("JAXTALK_CONV_WGRAD", WEIGHT_GRAD_MODES, default)
 
 
