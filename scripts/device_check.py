@@ -408,12 +408,14 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
 
 
 # what a train-step variant (--step-variants) sets: a reflect-conv mode (models/layers.
-# reflect_mode), the reflect pad's form (models/layers.reflect_pad_form), the conv channel
-# multiple (models/conv.channel_multiple), the weight gradient's form (models/conv.
-# gpu_weight_grad), the narrow convs' pixel blocks (models/conv.block_factor)
+# reflect_mode), the reflect pad's form (models/layers.reflect_pad_form), the UpConv's interleave
+# (models/layers.interleave_form), the conv channel multiple (models/conv.channel_multiple), the
+# weight gradient's form (models/conv.gpu_weight_grad), the narrow convs' pixel blocks
+# (models/conv.block_factor)
 STEP_VARIANT_ENV = (
   "JAXTALK_REFLECT_CONV",
   "JAXTALK_REFLECT_PAD",
+  "JAXTALK_UPCONV_INTERLEAVE",
   "JAXTALK_CONV_CHANNELS",
   "JAXTALK_CONV_WGRAD",
   "JAXTALK_CONV_BLOCKS",
@@ -422,11 +424,12 @@ STEP_VARIANT_ENV = (
 
 def step_variant_env(variant: str) -> dict[str, str]:
   """The environment one --step-variants item sets: '+'-joined tokens, each a reflect mode
-  (same, pad, fold), a reflect pad's form (concat, padsum), chN (channels padded to multiples
+  (same, pad, fold), a reflect pad's form (concat, padsum), the UpConv's interleave as "up" and
+  its form (upstack, uppadsum), chN (channels padded to multiples
   of N), blocksN (narrow convs on N x N pixel blocks), taps or xla (the even kernels' weight
   gradients by matrix products, the GPU's default, or XLA's); "default" sets nothing."""
   from jaxtalk.models.conv import WEIGHT_GRAD_MODES  # noqa: PLC0415
-  from jaxtalk.models.layers import REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
+  from jaxtalk.models.layers import INTERLEAVE_FORMS, REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
 
   env = {}
   for token in variant.split("+"):
@@ -434,6 +437,8 @@ def step_variant_env(variant: str) -> dict[str, str]:
       env["JAXTALK_REFLECT_CONV"] = token
     elif token in REFLECT_PAD_FORMS:
       env["JAXTALK_REFLECT_PAD"] = token
+    elif token.startswith("up") and token[2:] in INTERLEAVE_FORMS:
+      env["JAXTALK_UPCONV_INTERLEAVE"] = token[2:]
     elif CHANNELS_TOKEN.fullmatch(token):
       env["JAXTALK_CONV_CHANNELS"] = token[2:]
     elif BLOCKS_TOKEN.fullmatch(token):
@@ -443,7 +448,7 @@ def step_variant_env(variant: str) -> dict[str, str]:
     elif token != "default":
       raise ValueError(
         f"--step-variants: {token!r} is not default, chN, blocksN, one of {WEIGHT_GRAD_MODES}, of "
-        f"{REFLECT_PAD_FORMS} or of {REFLECT_MODES}"
+        f"{REFLECT_PAD_FORMS}, of {REFLECT_MODES}, or 'up' and one of {INTERLEAVE_FORMS}"
       )
   return env
 
@@ -474,7 +479,9 @@ def main() -> int:
     default="",
     help="time the train step once per variant, e.g. default,padsum+blocks4,xla: each '+'-joined "
     "tokens, a reflect-conv mode (JAXTALK_REFLECT_CONV, models/layers.reflect_mode), a reflect "
-    "pad's form, concat or padsum (JAXTALK_REFLECT_PAD, models/layers.reflect_pad_form), chN "
+    "pad's form, concat or padsum (JAXTALK_REFLECT_PAD, models/layers.reflect_pad_form), the "
+    "UpConv's interleave, upstack or uppadsum (JAXTALK_UPCONV_INTERLEAVE, models/layers."
+    "interleave_form), chN "
     "(JAXTALK_CONV_CHANNELS=N, models/conv.channel_multiple), blocksN (JAXTALK_CONV_BLOCKS=N, "
     "models/conv.block_factor), taps or xla (JAXTALK_CONV_WGRAD, "
     "models/conv.gpu_weight_grad; taps is the GPU's default); default: the platform's own forms",
@@ -538,9 +545,9 @@ def main() -> int:
     out["conv_study"] = conv_study(args.conv_frames, args.dtype, variants)
 
   g_clip, d_clip, vgg_clip = (flops[k] for k in ("g", "d", "vgg"))
-  steps_txt = ", ".join(f"B = {b}: {gf:.0f}" for b, gf in flops["step"].items())
-  print(f"  model GFLOP, forward per clip of {t} frames: G {g_clip:.0f}, D {d_clip:.0f}, "
-        f"VGG {vgg_clip:.0f}; the train step's: {steps_txt}", flush=True)  # fmt: skip
+  steps_txt = ", ".join(f"B = {b}: {gf:.1f}" for b, gf in flops["step"].items())
+  print(f"  model GFLOP, forward per clip of {t} frames: G {g_clip:.1f}, D {d_clip:.1f}, "
+        f"VGG {vgg_clip:.1f}; the train step's: {steps_txt}", flush=True)  # fmt: skip
   del variables
 
   cfg.train.seq_len = t

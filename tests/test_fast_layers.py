@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from jaxtalk.models import conv as conv_lib
-from jaxtalk.models.layers import ConvNormAct, UpConv, leaky_relu, reflect_pad, reflect_padding
+from jaxtalk.models.layers import (
+  INTERLEAVE_FORMS,
+  ConvNormAct,
+  UpConv,
+  leaky_relu,
+  reflect_pad,
+  reflect_padding,
+)
 from jaxtalk.models.renderer import Decoder, Encoder
 
 
@@ -151,6 +158,36 @@ def test_upconv_matches_conv_transpose_and_numpy():
           ref[:, 2 * i + 4 - ky, 2 * j + 4 - kx] += xn[:, i, j] @ w[ky, kx]
   ref = ref[:, 2:-2, 2:-2]
   np.testing.assert_allclose(np.asarray(UpConv(3).apply(v, x)), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_upconv_interleave_by_sums_is_the_stack(monkeypatch, dtype):
+  # JAXTALK_UPCONV_INTERLEAVE=padsum (a GPU study): the four phases spread by interior padding
+  # and summed. The same outputs bit for bit (one phase's value plus exact zeros per cell), the
+  # same gradients to float rounding; against the NumPy scatter above through the default form
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 4)).astype(dtype)
+  model = UpConv(3, dtype=dtype)
+  v = model.init(jax.random.PRNGKey(1), x)
+  out = {}
+  for form in INTERLEAVE_FORMS:
+    monkeypatch.setenv("JAXTALK_UPCONV_INTERLEAVE", form)
+    loss = lambda v, x: jnp.sum(jnp.sin(model.apply(v, x).astype(jnp.float32)))  # noqa: E731
+    out[form] = (model.apply(v, x), *jax.grad(loss, argnums=(0, 1))(v, x))
+    # the form really differs: the sums spread each phase with an interior pad
+    prims = [e.primitive.name for e in jax.make_jaxpr(model.apply)(v, x).jaxpr.eqns]
+    assert prims.count("pad") == (4 if form == "padsum" else 0)
+  y_sum, y_stack = (np.asarray(out[f][0].astype(jnp.float32)) for f in ("padsum", "stack"))
+  assert y_sum.shape == (2, 10, 12, 3)
+  np.testing.assert_array_equal(y_sum, y_stack)
+  tol = 1e-6 if dtype == jnp.float32 else 1e-2
+  for a, b in zip(
+    jax.tree.leaves(out["padsum"][1:]), jax.tree.leaves(out["stack"][1:]), strict=True
+  ):
+    a, b = np.asarray(a.astype(jnp.float32)), np.asarray(b.astype(jnp.float32))
+    np.testing.assert_allclose(a / np.abs(b).max(), b / np.abs(b).max(), atol=tol)
+  monkeypatch.setenv("JAXTALK_UPCONV_INTERLEAVE", "sum")
+  with pytest.raises(ValueError, match="JAXTALK_UPCONV_INTERLEAVE='sum': expected one of"):
+    model.apply(v, x)
 
 
 def test_decoder_and_encoder_match_old_modules():

@@ -243,6 +243,26 @@ class ConvNormAct(nn.Module):
     return x_nhwc
 
 
+INTERLEAVE_FORMS = ("stack", "padsum")
+
+
+def interleave_form() -> str:
+  """How `UpConv` interleaves its four output phases (depth to space), read from
+  JAXTALK_UPCONV_INTERLEAVE when the program is traced:
+
+    stack   (the default) the phases stacked twice and reshaped: XLA concatenates;
+    padsum  a study for the GPU: each phase spread by lax.pad's interior padding (one zero
+            between its pixels, at its offset) and the four summed. On the H200 XLA's
+            concatenates of the decoder's map sizes (128² x 128, 256² x 64; the interleaves
+            and the 7x7 conv's reflect pad) took ~9 ms of the 0.198 s B = 16 train step, one bf16
+            element per thread (fourth session's trace, docs/benchmarks.md). As for the reflect
+            pads (`reflect_pad_form`), pads and adds make loop fusions, which XLA vectorises.
+            Unmeasured on a GPU so far.
+
+  The same values: each output cell is one phase's value plus three exact zeros."""
+  return conv_lib.study_choice("JAXTALK_UPCONV_INTERLEAVE", INTERLEAVE_FORMS, "stack")
+
+
 class UpConv(nn.Module):
   """Transposed conv 4x4, stride 2, padding "SAME", no bias, computed sub-pixel: equal to
   `nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)` with the
@@ -253,7 +273,8 @@ class UpConv(nn.Module):
   x[m-1] w[0] + x[m] w[2] and output 2m+1 takes x[m] w[1] + x[m+1] w[3] (lax's SAME transpose
   padding is 2 each side, kernel not flipped). So one dense 2x2 conv of x zero-padded by 1 with
   the kernel regrouped to 4 F outputs (one per output phase (ry, rx)) gives every phase: phase r
-  is that conv's output shifted by r. The four phases are then interleaved (depth to space).
+  is that conv's output shifted by r. The four phases are then interleaved (depth to space;
+  `interleave_form` chooses how).
   """
 
   features: int
@@ -269,11 +290,18 @@ class UpConv(nn.Module):
     k = kernel.reshape(2, 2, 2, 2, c, f)
     k = jnp.einsum("arbscf->abcrsf", k).reshape(2, 2, c, 4 * f)
     y = conv(x_nhwc, k, (1, 1), ((1, 1), (1, 1))).reshape(n, h + 1, w + 1, 2, 2, f)
-    rows = [
-      jnp.stack([y[:, ry : ry + h, rx : rx + w, ry, rx] for rx in range(2)], axis=3)
-      for ry in range(2)
-    ]
-    # (N, H, r_y, W, r_x, F) -> (N, 2H, 2W, F): output pixel (2m + r_y, 2l + r_x)
+    # phase (r_y, r_x) gives output pixels (2m + r_y, 2l + r_x)
+    phases = [[y[:, ry : ry + h, rx : rx + w, ry, rx] for rx in range(2)] for ry in range(2)]
+    if interleave_form() == "padsum":
+      zero = jnp.zeros((), y.dtype)
+      spread = [
+        jax.lax.pad(phases[ry][rx], zero, ((0, 0, 0), (ry, 1 - ry, 1), (rx, 1 - rx, 1), (0, 0, 0)))
+        for ry in range(2)
+        for rx in range(2)
+      ]
+      return functools.reduce(jnp.add, spread)
+    rows = [jnp.stack(phases[ry], axis=3) for ry in range(2)]
+    # (N, H, r_y, W, r_x, F) -> (N, 2H, 2W, F)
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, f)
 
 
