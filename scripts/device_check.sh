@@ -26,7 +26,8 @@
 # in .whl/, the clip and its landmark track in .devcache/), then call the device with
 # carry [".whl", ".devcache"] and the command `bash scripts/device_check.sh`.
 #
-#   scripts/device_check.sh [--cpu] [--clip VIDEO] [--only STAGES] [--timing-args "ARGS"] [--cold]
+#   scripts/device_check.sh [--cpu] [--clip VIDEO] [--only STAGES] [--timing-args "ARGS"]
+#                           [--timing-limit SECONDS] [--cold]
 #
 # --cpu   a small smoke run of every stage on this machine's CPU with its own environment
 #         (tiny config, 64², batch 1 and 2): checks the script is not dead on arrival.
@@ -34,6 +35,9 @@
 #         timing,pipeline,host,tests): for a second call within a short device budget.
 # --timing-args "ARGS"  passed on to scripts/device_check.py, split on spaces (e.g.
 #         "--batches= --train-batches 32": no renderer timings, the train step at B = 32).
+# --timing-limit SECONDS  the timing stage's limit (default 420; 600 with --cpu). Each step
+#         variant compiled in 60-110 s without carried autotuning (fourth session); each
+#         variant's figures are printed as it ends, so a stage cut short keeps the ones before.
 # --cold  leave out the carried autotuning results (below): compile times from scratch.
 #
 # XLA's GPU autotuning (the cuDNN algorithm and Triton tiling of every conv and fusion, tried on
@@ -51,6 +55,7 @@ CPU=0
 CLIP=""
 ONLY=timing,pipeline,host,tests
 TIMING_ARGS=""
+TIMING_LIMIT=""
 COLD=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,6 +63,7 @@ while [ $# -gt 0 ]; do
     --clip) CLIP="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
     --timing-args) TIMING_ARGS="$2"; shift ;;
+    --timing-limit) TIMING_LIMIT="$2"; shift ;;
     --cold) COLD=1 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -161,10 +167,10 @@ for s in "${STAGES[@]}"; do
     timing)
       if [ "$CPU" = 1 ]; then
         # shellcheck disable=SC2086
-        stage "renderer, train step, memory" 600 "$PY" scripts/device_check.py --cpu --steps 2 $TIMING_ARGS
+        stage "renderer, train step, memory" "${TIMING_LIMIT:-600}" "$PY" scripts/device_check.py --cpu --steps 2 $TIMING_ARGS
       else
         # shellcheck disable=SC2086
-        stage "renderer, train step, memory" 420 "$PY" scripts/device_check.py $TIMING_ARGS
+        stage "renderer, train step, memory" "${TIMING_LIMIT:-420}" "$PY" scripts/device_check.py $TIMING_ARGS
       fi ;;
     pipeline)
       join_background

@@ -164,7 +164,7 @@ def test_upconv_matches_conv_transpose_and_numpy():
 def test_upconv_interleave_by_sums_is_the_stack(monkeypatch, dtype):
   # JAXTALK_UPCONV_INTERLEAVE=padsum (a GPU study): the four phases spread by interior padding
   # and summed. The same outputs bit for bit (one phase's value plus exact zeros per cell), the
-  # same gradients to float rounding; against the NumPy scatter above through the default form
+  # same gradients to float rounding as the stack (checked against a NumPy scatter above)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 4)).astype(dtype)
   model = UpConv(3, dtype=dtype)
   v = model.init(jax.random.PRNGKey(1), x)
