@@ -68,8 +68,6 @@ def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool, train_bs
   discriminator (d) and the perceptual network (vgg), for the renderer's TFLOP/s and the
   breakdown; and the whole stage-1 train step at each batch in train_bs (step: {B: GFLOP}),
   for the MFU (bench/train.step_model_gflops)."""
-  import jax  # noqa: PLC0415
-
   from jaxtalk.bench import model as bench_model  # noqa: PLC0415
   from jaxtalk.bench.train import step_model_gflops  # noqa: PLC0415
   from jaxtalk.config import load_config  # noqa: PLC0415
@@ -85,11 +83,7 @@ def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool, train_bs
   window, n_mels = cfg.data.audio_window, cfg.data.n_mels
   img, aud = (1, t, size, size, 3), (1, t, window, n_mels)
 
-  def gflop(module, *shapes):
-    args = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in shapes]
-    params = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
-    return bench_model.model_gflops(module.apply, params, *args)
-
+  gflop = bench_model.module_gflops
   out = {
     "g": gflop(renderer_from_config(cfg), img, img, aud),
     "d": gflop(discriminator_from_config(cfg), img),
@@ -327,22 +321,11 @@ def _variant(variant: str, kshape, stride: int, out_hw):
   return (_library_conv, step_variant_env(variant)) if applies else None
 
 
-@contextlib.contextmanager
-def _environ(env: dict[str, str]):
+def _environ(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
   """os.environ with `env` set (and the study variables not in it unset), restored after."""
-  names = set(env) | set(STEP_VARIANT_ENV)
-  saved = {k: os.environ.get(k) for k in names}
-  for k in names:
-    os.environ.pop(k, None)
-  os.environ.update(env)
-  try:
-    yield
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
+  from jaxtalk.bench.model import environ  # noqa: PLC0415
+
+  return environ(env, unset=STEP_VARIANT_ENV)
 
 
 def _fwd_bwd(conv_fn, strides, pads, argnums, x, k, g):
@@ -425,9 +408,9 @@ STEP_VARIANT_ENV = (
 def step_variant_env(variant: str) -> dict[str, str]:
   """The environment one --step-variants item sets: '+'-joined tokens, each a reflect mode
   (same, pad, fold), a reflect pad's form (concat, padsum), the UpConv's interleave as "up" and
-  its form (upstack, uppadsum), chN (channels padded to multiples
-  of N), blocksN (narrow convs on N x N pixel blocks), taps or xla (the even kernels' weight
-  gradients by matrix products, the GPU's default, or XLA's); "default" sets nothing."""
+  its form (upstack, uppadsum), chN (channels padded to multiples of N), blocksN (narrow convs
+  on N x N pixel blocks), taps or xla (the even kernels' weight gradients by matrix products,
+  the GPU's default, or XLA's); "default" sets nothing."""
   from jaxtalk.models.conv import WEIGHT_GRAD_MODES  # noqa: PLC0415
   from jaxtalk.models.layers import INTERLEAVE_FORMS, REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
 

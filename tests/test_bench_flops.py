@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import pytest
 
-from jaxtalk.bench.model import model_gflops
+from jaxtalk.bench.model import abstract_call, model_gflops, xla_flops
 from jaxtalk.bench.train import step_model_gflops
 from jaxtalk.config import load_config
 from jaxtalk.model_io import perceptual_module
@@ -28,9 +28,8 @@ from jaxtalk.train.synthetic import write_synthetic_dataset
 
 
 def _forward_gflops(module, *shapes):
-  args = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in shapes]
-  params = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
-  return model_gflops(module.apply, params, *args), params["params"]
+  variables, args = abstract_call(module, *shapes)
+  return model_gflops(module.apply, variables, *args), variables["params"]
 
 
 def _conv_gflops(kernel, out_hw, frames):
@@ -69,9 +68,7 @@ def test_step_flops_follow_the_autodiff_cost_rule(tmp_path, monkeypatch):
   # the count used until 2026-11-27: each forward's multiple, G counted in the CPU's forms
   monkeypatch.delenv("JAXTALK_CONV_CHANNELS")
   model = renderer_from_config(cfg)
-  args = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in (img, img, aud)]
-  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), *args)
-  lowered = jax.jit(lambda *a: model.apply(*a)).lower(params, *args)
-  g_cpu_forms = lowered.cost_analysis()["flops"] / 1e9
+  variables, args = abstract_call(model, img, img, aud)
+  g_cpu_forms = xla_flops(jax.jit(lambda *a: model.apply(*a)).lower(variables, *args)) / 1e9
   assert g_cpu_forms > 1.02 * g
   assert 3 * g_cpu_forms + 9 * d + 4 * vgg > 1.1 * step

@@ -22,7 +22,7 @@ import datetime
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from jaxtalk.bench.machine import cpu_name
@@ -67,20 +67,29 @@ def xla_flops(stage: Any) -> float:
 
 
 @contextlib.contextmanager
-def traced_as_written() -> Iterator[None]:
+def environ(values: dict[str, str], unset: Iterable[str] = ()) -> Iterator[None]:
+  """os.environ with `values` set and the variables named in `unset` removed, restored after."""
+  names = set(values) | set(unset)
+  saved = {k: os.environ.get(k) for k in names}
+  for k in names:
+    os.environ.pop(k, None)
+  os.environ.update(values)
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+def traced_as_written() -> contextlib.AbstractContextManager[None]:
   """Programs traced inside trace the model as written: JAXTALK_CONV_FORMS=xla
   (models/conv.model_forms). Jit a new function inside: JAX reuses a function's earlier trace."""
   from jaxtalk.models.conv import FORMS_VARIABLE  # noqa: PLC0415
 
-  before = os.environ.get(FORMS_VARIABLE)
-  os.environ[FORMS_VARIABLE] = "xla"
-  try:
-    yield
-  finally:
-    if before is None:
-      del os.environ[FORMS_VARIABLE]
-    else:
-      os.environ[FORMS_VARIABLE] = before
+  return environ({FORMS_VARIABLE: "xla"})
 
 
 def model_gflops(fn: Callable, *args: Any) -> float:
@@ -94,6 +103,21 @@ def model_gflops(fn: Callable, *args: Any) -> float:
 
   with traced_as_written():
     return xla_flops(jax.jit(lambda *a: fn(*a)).lower(*args)) / 1e9
+
+
+def abstract_call(module: Any, *shapes: Sequence[int]) -> tuple[Any, list[Any]]:
+  """(abstract variables, abstract float32 inputs) for module.apply on inputs of `shapes`: no
+  arrays, no compile."""
+  import jax  # noqa: PLC0415
+
+  args = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in shapes]
+  return jax.eval_shape(module.init, jax.random.PRNGKey(0), *args), args
+
+
+def module_gflops(module: Any, *shapes: Sequence[int]) -> float:
+  """`model_gflops` of a Flax module's forward on float32 inputs of `shapes`."""
+  variables, args = abstract_call(module, *shapes)
+  return model_gflops(module.apply, variables, *args)
 
 
 def _count(tree: Any) -> int:

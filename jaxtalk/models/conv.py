@@ -116,10 +116,16 @@ def model_forms() -> bool:
   MFU counts are those of the `xla` forms (jaxtalk/bench/train.step_model_gflops): the CPU's
   SAME reflect convs compute ~3 % more outputs in the renderer, a study's padded channels or
   zero taps more again."""
-  raw = os.environ.get(FORMS_VARIABLE, "").strip().lower() or "auto"
-  if raw not in ("auto", "xla"):
-    raise ValueError(f"{FORMS_VARIABLE}={raw!r}: expected one of ('auto', 'xla')")
-  return raw == "xla"
+  return _env_choice(FORMS_VARIABLE, ("auto", "xla"), "auto") == "xla"
+
+
+def _env_choice(name: str, choices: Sequence[str], default: str) -> str:
+  """The environment variable `name` (case and spaces ignored), one of `choices`; `default`
+  when unset."""
+  chosen = os.environ.get(name, "").strip().lower() or default
+  if chosen not in choices:
+    raise ValueError(f"{name}={chosen!r}: expected one of {tuple(choices)}")
+  return chosen
 
 
 def on_cpu() -> bool:
@@ -146,10 +152,7 @@ def _study_factor(name: str) -> int:
 def study_choice(name: str, choices: Sequence[str], default: str) -> str:
   """A study's form from the environment variable `name` (case and spaces ignored), one of
   `choices`; `default` when unset or under `model_forms()`."""
-  chosen = ("" if model_forms() else os.environ.get(name, "").strip().lower()) or default
-  if chosen not in choices:
-    raise ValueError(f"{name}={chosen!r}: expected one of {tuple(choices)}")
-  return chosen
+  return default if model_forms() else _env_choice(name, choices, default)
 
 
 def channel_multiple() -> int:
