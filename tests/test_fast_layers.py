@@ -160,6 +160,16 @@ def test_upconv_matches_conv_transpose_and_numpy():
   np.testing.assert_allclose(np.asarray(UpConv(3).apply(v, x)), ref, rtol=1e-5, atol=1e-5)
 
 
+def _assert_trees_close_at_scale(got, want, atol: float) -> None:
+  """Every leaf of `got` equals `want`'s (same shape) to `atol` of that leaf's largest
+  magnitude."""
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    assert a.shape == b.shape
+    scale = float(np.max(np.abs(b)))
+    np.testing.assert_allclose(a / scale, b / scale, atol=atol)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_upconv_interleave_by_sums_is_the_stack(monkeypatch, dtype):
   # JAXTALK_UPCONV_INTERLEAVE=padsum (a GPU study): the four phases spread by interior padding
@@ -179,12 +189,9 @@ def test_upconv_interleave_by_sums_is_the_stack(monkeypatch, dtype):
   y_sum, y_stack = (np.asarray(out[f][0].astype(jnp.float32)) for f in ("padsum", "stack"))
   assert y_sum.shape == (2, 10, 12, 3)
   np.testing.assert_array_equal(y_sum, y_stack)
-  tol = 1e-6 if dtype == jnp.float32 else 1e-2
-  for a, b in zip(
-    jax.tree.leaves(out["padsum"][1:]), jax.tree.leaves(out["stack"][1:]), strict=True
-  ):
-    a, b = np.asarray(a.astype(jnp.float32)), np.asarray(b.astype(jnp.float32))
-    np.testing.assert_allclose(a / np.abs(b).max(), b / np.abs(b).max(), atol=tol)
+  _assert_trees_close_at_scale(
+    out["padsum"][1:], out["stack"][1:], atol=1e-6 if dtype == jnp.float32 else 1e-2
+  )
   monkeypatch.setenv("JAXTALK_UPCONV_INTERLEAVE", "sum")
   with pytest.raises(ValueError, match="JAXTALK_UPCONV_INTERLEAVE='sum': expected one of"):
     model.apply(v, x)
@@ -323,9 +330,7 @@ def test_decoder_with_reflect_pads_by_sums_matches_concat(monkeypatch):
     monkeypatch.setenv("JAXTALK_REFLECT_PAD", form)
     loss = lambda p, x: jnp.sum(jnp.sin(model.apply(p, x)))  # noqa: E731  a new trace per form
     out[form] = (model.apply(params, x), *jax.grad(loss, argnums=(0, 1))(params, x))
-  for a, b in zip(jax.tree.leaves(out["padsum"]), jax.tree.leaves(out["concat"]), strict=True):
-    scale = float(np.max(np.abs(np.asarray(b))))
-    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+  _assert_trees_close_at_scale(out["padsum"], out["concat"], atol=1e-5)
 
 
 def test_reflect_pad_form_typo_is_a_clear_error(monkeypatch):
