@@ -245,10 +245,6 @@ STUDY_CONVS = (
 # JAXTALK_CONV_WGRAD=taps), or its narrow convs on N x N pixel blocks (blocksN:
 # JAXTALK_CONV_BLOCKS=N); `narrow_conv`'s matrix products (matmul, stride 1)
 CONV_VARIANTS = ("direct", "ch4", "ch8", "taps", "blocks4", "matmul")
-# chN, in --conv-variants and --step-variants: channels padded to multiples of N
-CHANNELS_TOKEN = re.compile(r"ch[1-9][0-9]*")
-# blocksN, in both: narrow convs on N x N pixel blocks (models/conv.block_factor)
-BLOCKS_TOKEN = re.compile(r"blocks[1-9][0-9]*")
 
 
 def narrow_conv(x_nhwc, k_hwio, strides, pads):
@@ -303,6 +299,7 @@ def _variant(variant: str, kshape, stride: int, out_hw):
     return _lax_conv, {}
   if variant == "matmul":
     return (narrow_conv, {}) if stride == 1 else None
+  from jaxtalk.bench.train import BLOCKS_TOKEN, CHANNELS_TOKEN, step_variant_env  # noqa: PLC0415
   from jaxtalk.models import conv as conv_lib  # noqa: PLC0415
 
   strides = (stride, stride)
@@ -324,6 +321,7 @@ def _variant(variant: str, kshape, stride: int, out_hw):
 def _environ(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
   """os.environ with `env` set (and the study variables not in it unset), restored after."""
   from jaxtalk.bench.model import environ  # noqa: PLC0415
+  from jaxtalk.bench.train import STEP_VARIANT_ENV  # noqa: PLC0415
 
   return environ(env, unset=STEP_VARIANT_ENV)
 
@@ -390,52 +388,6 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
   return rows
 
 
-# what a train-step variant (--step-variants) sets: a reflect-conv mode (models/layers.
-# reflect_mode), the reflect pad's form (models/layers.reflect_pad_form), the UpConv's interleave
-# (models/layers.interleave_form), the conv channel multiple (models/conv.channel_multiple), the
-# weight gradient's form (models/conv.gpu_weight_grad), the narrow convs' pixel blocks
-# (models/conv.block_factor)
-STEP_VARIANT_ENV = (
-  "JAXTALK_REFLECT_CONV",
-  "JAXTALK_REFLECT_PAD",
-  "JAXTALK_UPCONV_INTERLEAVE",
-  "JAXTALK_CONV_CHANNELS",
-  "JAXTALK_CONV_WGRAD",
-  "JAXTALK_CONV_BLOCKS",
-)
-
-
-def step_variant_env(variant: str) -> dict[str, str]:
-  """The environment one --step-variants item sets: '+'-joined tokens, each a reflect mode
-  (same, pad, fold), a reflect pad's form (concat, padsum), the UpConv's interleave as "up" and
-  its form (upstack, uppadsum), chN (channels padded to multiples of N), blocksN (narrow convs
-  on N x N pixel blocks), taps or xla (the even kernels' weight gradients by matrix products,
-  the GPU's default, or XLA's); "default" sets nothing."""
-  from jaxtalk.models.conv import WEIGHT_GRAD_MODES  # noqa: PLC0415
-  from jaxtalk.models.layers import INTERLEAVE_FORMS, REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
-
-  env = {}
-  for token in variant.split("+"):
-    if token in REFLECT_MODES:
-      env["JAXTALK_REFLECT_CONV"] = token
-    elif token in REFLECT_PAD_FORMS:
-      env["JAXTALK_REFLECT_PAD"] = token
-    elif token.startswith("up") and token[2:] in INTERLEAVE_FORMS:
-      env["JAXTALK_UPCONV_INTERLEAVE"] = token[2:]
-    elif CHANNELS_TOKEN.fullmatch(token):
-      env["JAXTALK_CONV_CHANNELS"] = token[2:]
-    elif BLOCKS_TOKEN.fullmatch(token):
-      env["JAXTALK_CONV_BLOCKS"] = token[6:]
-    elif token in WEIGHT_GRAD_MODES:
-      env["JAXTALK_CONV_WGRAD"] = token
-    elif token != "default":
-      raise ValueError(
-        f"--step-variants: {token!r} is not default, chN, blocksN, one of {WEIGHT_GRAD_MODES}, of "
-        f"{REFLECT_PAD_FORMS}, of {REFLECT_MODES}, or 'up' and one of {INTERLEAVE_FORMS}"
-      )
-  return env
-
-
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--cpu", action="store_true", help="tiny config, 64², small batches (smoke)")
@@ -460,11 +412,11 @@ def main() -> int:
   ap.add_argument(
     "--step-variants",
     default="",
-    help="time the train step once per variant, e.g. default,padsum+blocks4,xla: each '+'-joined "
-    "tokens, a reflect-conv mode (JAXTALK_REFLECT_CONV, models/layers.reflect_mode), a reflect "
-    "pad's form, concat or padsum (JAXTALK_REFLECT_PAD, models/layers.reflect_pad_form), the "
-    "UpConv's interleave, upstack or uppadsum (JAXTALK_UPCONV_INTERLEAVE, models/layers."
-    "interleave_form), chN "
+    help="time the train step once per variant, e.g. default,concat+upstack,blocks4: each "
+    "'+'-joined tokens, a reflect-conv mode (JAXTALK_REFLECT_CONV, models/layers.reflect_mode), a "
+    "reflect pad's form, concat or padsum (JAXTALK_REFLECT_PAD, models/layers.reflect_pad_form; "
+    "padsum is the GPU's default), the UpConv's interleave, upstack or uppadsum "
+    "(JAXTALK_UPCONV_INTERLEAVE, models/layers.interleave_form; uppadsum is the GPU's), chN "
     "(JAXTALK_CONV_CHANNELS=N, models/conv.channel_multiple), blocksN (JAXTALK_CONV_BLOCKS=N, "
     "models/conv.block_factor), taps or xla (JAXTALK_CONV_WGRAD, "
     "models/conv.gpu_weight_grad; taps is the GPU's default); default: the platform's own forms",
@@ -537,7 +489,8 @@ def main() -> int:
   out["train"] = {}
   trace_dir = args.trace or (os.environ["OUT"] + "/trace" if os.environ.get("OUT") else None)
   variants = [v for v in args.step_variants.split(",") if v] or [None]
-  envs = {v: step_variant_env(v) for v in variants if v is not None}  # a typo fails here, early
+  # a typo fails here, early
+  envs = {v: bench_train.step_variant_env(v) for v in variants if v is not None}
   for train_b, variant in itertools.product(train_bs, variants):
     traced = trace_dir if train_b == max(train_bs) else None
     # in file names as pad-ch8: the device tool returns no file with a '+' in its name

@@ -8,10 +8,11 @@
 #      (scripts/device_check.py; --timing-args "--train-batches 16,32" for more batches,
 #      "--conv-frames 64" for the conv study (the convs the H200's profiles found slow for their
 #      FLOPs: the 3- and 6-channel ones and the UpConv 2x2s' weight gradients, cuDNN's against
-#      the library's study forms), "--step-variants default,padsum,blocks4" for the train step
-#      once per form: reflect pads as sums of zero pads (padsum: models/layers.
-#      reflect_pad_form), the UpConv's phases interleaved by such sums (uppadsum: models/
-#      layers.interleave_form), the narrow convs on 4 x 4 pixel blocks (blocks4: models/conv.
+#      the library's study forms), "--step-variants default,concat+upstack,blocks4" for the
+#      train step once per form: reflect pads by jnp.pad's concatenates (concat) or as sums of
+#      zero pads (padsum, the GPU's default: models/layers.reflect_pad_form), the UpConv's
+#      phases stacked (upstack) or interleaved by such sums (uppadsum, the GPU's default:
+#      models/layers.interleave_form), the narrow convs on 4 x 4 pixel blocks (blocks4: models/conv.
 #      block_factor), the UpConv weight gradients by cuDNN (xla) or by matrix products
 #      (taps, the GPU's default: models/conv.gpu_weight_grad), reflect pads folded into the
 #      convs (fold: models/layers.reflect_mode), channels padded to 8 (ch8: models/conv.

@@ -18,8 +18,10 @@ from jaxtalk.models.layers import (
   INTERLEAVE_FORMS,
   ConvNormAct,
   UpConv,
+  interleave_form,
   leaky_relu,
   reflect_pad,
+  reflect_pad_form,
   reflect_padding,
 )
 from jaxtalk.models.renderer import Decoder, Encoder
@@ -331,6 +333,26 @@ def test_decoder_with_reflect_pads_by_sums_matches_concat(monkeypatch):
     loss = lambda p, x: jnp.sum(jnp.sin(model.apply(p, x)))  # noqa: E731  a new trace per form
     out[form] = (model.apply(params, x), *jax.grad(loss, argnums=(0, 1))(params, x))
   _assert_trees_close_at_scale(out["padsum"], out["concat"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "backend,forms", [("gpu", ("padsum", "padsum")), ("tpu", ("concat", "stack")),
+                    ("cpu", ("concat", "stack"))]
+)  # fmt: skip
+def test_pad_and_interleave_by_sums_are_the_default_on_a_gpu_only(monkeypatch, backend, forms):
+  # chosen from a deviceless compile for the H200 (no concatenate left, the loop fusions that
+  # replace them vectorised; docs/benchmarks.md); unmeasured on a TPU, slower on the CPU
+  for name in ("JAXTALK_REFLECT_PAD", "JAXTALK_UPCONV_INTERLEAVE", "JAXTALK_CONV_FORMS"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  assert (reflect_pad_form(), interleave_form()) == forms
+  # the variables override the default; the model as written (the MFU's count) keeps jnp.pad's
+  other = ("concat", "stack") if backend == "gpu" else ("padsum", "padsum")
+  monkeypatch.setenv("JAXTALK_REFLECT_PAD", other[0].upper())
+  monkeypatch.setenv("JAXTALK_UPCONV_INTERLEAVE", f" {other[1]} ")
+  assert (reflect_pad_form(), interleave_form()) == other
+  monkeypatch.setenv("JAXTALK_CONV_FORMS", "xla")
+  assert (reflect_pad_form(), interleave_form()) == ("concat", "stack")
 
 
 def test_reflect_pad_form_typo_is_a_clear_error(monkeypatch):

@@ -28,11 +28,64 @@ import argparse
 import datetime
 import functools
 import os
+import re
 import tempfile
 import time
 
 from jaxtalk.bench.machine import cpu_name
 from jaxtalk.cli import add_config_arguments
+
+# chN, in a step variant (and device_check.py's --conv-variants): channels padded to multiples
+# of N
+CHANNELS_TOKEN = re.compile(r"ch[1-9][0-9]*")
+# blocksN, in both: narrow convs on N x N pixel blocks (models/conv.block_factor)
+BLOCKS_TOKEN = re.compile(r"blocks[1-9][0-9]*")
+
+# what a train-step variant (device_check.py's --step-variants, bench gpu-kernels' --variants)
+# sets: a reflect-conv mode (models/layers.reflect_mode), the reflect pad's form (models/layers.
+# reflect_pad_form), the UpConv's interleave (models/layers.interleave_form), the conv channel
+# multiple (models/conv.channel_multiple), the weight gradient's form (models/conv.
+# gpu_weight_grad), the narrow convs' pixel blocks (models/conv.block_factor)
+STEP_VARIANT_ENV = (
+  "JAXTALK_REFLECT_CONV",
+  "JAXTALK_REFLECT_PAD",
+  "JAXTALK_UPCONV_INTERLEAVE",
+  "JAXTALK_CONV_CHANNELS",
+  "JAXTALK_CONV_WGRAD",
+  "JAXTALK_CONV_BLOCKS",
+)
+
+
+def step_variant_env(variant: str) -> dict[str, str]:
+  """The environment one train-step variant sets: '+'-joined tokens, each a reflect mode
+  (same, pad, fold), a reflect pad's form (concat, padsum: the GPU's default), the UpConv's
+  interleave as "up" and its form (upstack, uppadsum: the GPU's default), chN (channels padded
+  to multiples of N), blocksN (narrow convs on N x N pixel blocks), taps or xla (the even
+  kernels' weight gradients by matrix products, the GPU's default, or XLA's); "default" sets
+  nothing."""
+  from jaxtalk.models.conv import WEIGHT_GRAD_MODES  # noqa: PLC0415
+  from jaxtalk.models.layers import INTERLEAVE_FORMS, REFLECT_MODES, REFLECT_PAD_FORMS  # noqa: PLC0415
+
+  env = {}
+  for token in variant.split("+"):
+    if token in REFLECT_MODES:
+      env["JAXTALK_REFLECT_CONV"] = token
+    elif token in REFLECT_PAD_FORMS:
+      env["JAXTALK_REFLECT_PAD"] = token
+    elif token.startswith("up") and token[2:] in INTERLEAVE_FORMS:
+      env["JAXTALK_UPCONV_INTERLEAVE"] = token[2:]
+    elif CHANNELS_TOKEN.fullmatch(token):
+      env["JAXTALK_CONV_CHANNELS"] = token[2:]
+    elif BLOCKS_TOKEN.fullmatch(token):
+      env["JAXTALK_CONV_BLOCKS"] = token[6:]
+    elif token in WEIGHT_GRAD_MODES:
+      env["JAXTALK_CONV_WGRAD"] = token
+    elif token != "default":
+      raise ValueError(
+        f"step variant: {token!r} is not default, chN, blocksN, one of {WEIGHT_GRAD_MODES}, of "
+        f"{REFLECT_PAD_FORMS}, of {REFLECT_MODES}, or 'up' and one of {INTERLEAVE_FORMS}"
+      )
+  return env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,10 +145,19 @@ def _vgg_params(cfg, random_weights: bool = False):
   return convert_torchvision_vgg19(sd)
 
 
-def _train_step(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool):
+def _train_step(
+  cfg,
+  data_dir: str,
+  stage: int,
+  vgg: bool,
+  random_vgg: bool,
+  devices: list | None = None,
+  place_frozen: bool = True,
+):
   """The renderer train step of cfg as `jaxtalk train` compiles it, on the synthetic dataset in
-  data_dir: (runner, step, abstract state, a function that makes the state, the frozen VGG
-  parameters, an iterator of host batches)."""
+  data_dir, over `devices` (default: JAX's): (runner, step, abstract state, a function that
+  makes the state, the frozen VGG parameters (on the devices; with place_frozen False, on the
+  host), an iterator of host batches)."""
   from jaxtalk.data import pipeline as P  # noqa: PLC0415
   from jaxtalk.train import state as S  # noqa: PLC0415
   from jaxtalk.train import step as St  # noqa: PLC0415
@@ -105,7 +167,7 @@ def _train_step(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool):
   ds = P.open_data(data_dir)
   segs, _, _ = P.split_segments(P.list_clips(ds), 0.0, t.seq_len)
   it = iter(P.train_dataset(P.WindowSource(ds, segs, t.seq_len), global_batch=t.batch_size, seed=0))
-  runner = Runner.create(cfg)
+  runner = Runner.create(cfg, devices=devices)
   models = S.renderer_models(
     cfg, **runner.model_shardings(), bn_axis_name=runner.bn_axis_name, perceptual=vgg
   )
@@ -117,7 +179,8 @@ def _train_step(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool):
   )  # fmt: skip
   init_args = (*S.make_keys(0), S.default_data_stats(cfg.data.n_mels))
   abstract = runner.abstract_state(init_fn, *init_args)
-  frozen = replicate_frozen(runner, _vgg_params(cfg, random_vgg) if vgg else None)
+  frozen = _vgg_params(cfg, random_vgg) if vgg else None
+  frozen = replicate_frozen(runner, frozen) if place_frozen else frozen
   fn = functools.partial(
     St.renderer_train_step, models=models, g_tx=g_tx, d_tx=d_tx,
     hp=St.RendererHParams.from_config(cfg), stage=stage,
@@ -126,26 +189,44 @@ def _train_step(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool):
   return runner, step, abstract, lambda: runner.init(init_fn, *init_args), frozen, it
 
 
+def lowered_step(
+  cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool = False, devices: list | None = None
+):
+  """The renderer train step of cfg (`_train_step`) lowered for `devices` (default: JAX's) on
+  abstract arguments: no state or batch is made, and the frozen VGG parameters stay on the host
+  (devices with no memory here, such as a deviceless compile's, take them too)."""
+  import jax  # noqa: PLC0415
+
+  from jaxtalk import sharding as sh  # noqa: PLC0415
+
+  runner, step, abstract, _, frozen, it = _train_step(
+    cfg, data_dir, stage, vgg, random_vgg, devices=devices, place_frozen=False
+  )
+
+  def like(a, sharding):
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+
+  frozen = jax.tree.map(lambda a: like(a, runner.named(sh.REPLICATED)), frozen)
+  batch = jax.tree.map(lambda a: like(a, runner.named(sh.FRAMES)), next(it))
+  return step.lower(abstract, batch, frozen)
+
+
 def step_model_gflops(cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool = False) -> float:
   """The model GFLOPs of one renderer train step of cfg (cfg.train.batch_size clips of
   cfg.train.seq_len frames): XLA's cost analysis of the whole step's program before
   optimisation, traced with JAXTALK_CONV_FORMS=xla (the model as written: XLA's convolutions and
-  their autodiff, no study; models/conv.model_forms), lowered only (no compile, no arrays but
-  the frozen VGG's). Exactly the work the step's math asks for: autodiff computes no weight
+  their autodiff, no study; models/conv.model_forms), lowered only (`lowered_step`: no compile,
+  no arrays on the devices). Exactly the work the step's math asks for: autodiff computes no weight
   gradient of the frozen networks (D inside the generator's loss, VGG) and no gradient of the
   input images, and nothing is recomputed (counted with model.remat off, as MFU counts).
   Counted on the CPU backend: on an H200 (jax 0.11.2) the lowered program's cost analysis gave
   NaN, and a compiled GPU program's omits the convolutions handed to cuDNN."""
-  import jax  # noqa: PLC0415
-
   from jaxtalk.bench.model import traced_as_written, xla_flops  # noqa: PLC0415
 
   cfg = cfg.copy_and_resolve_references()
   cfg.model.remat = False
-  with traced_as_written():  # the step is a new jitted function, traced in .lower below
-    _, step, abstract, _, frozen, it = _train_step(cfg, data_dir, stage, vgg, random_vgg)
-    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), next(it))
-    return xla_flops(step.lower(abstract, batch, frozen)) / 1e9
+  with traced_as_written():  # the step is a new jitted function, traced in lowered_step
+    return xla_flops(lowered_step(cfg, data_dir, stage, vgg, random_vgg)) / 1e9
 
 
 def time_step(

@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
   "a2e": "jaxtalk.bench.a2e",
   "quality": "jaxtalk.bench.quality",
   "seq": "jaxtalk.bench.seq",
+  "gpu-kernels": "jaxtalk.bench.gpu_kernels",
 }
 
 

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxtalk.models.platform import forms_platform
+
 KINDS = ("auto", "blockwise", "dense", "xla", "cudnn")
 _F32 = jnp.float32
 
@@ -262,7 +264,7 @@ def _one_device(kind: str, block: int) -> Callable[..., jax.Array]:
     return functools.partial(jax.nn.dot_product_attention, implementation="xla")
   if kind == "cudnn":
     return functools.partial(jax.nn.dot_product_attention, implementation="cudnn")
-  if kind == "auto" and jax.default_backend() == "gpu":
+  if kind == "auto" and forms_platform() == "gpu":
     return functools.partial(_cudnn_or_blockwise, block=block)
   return functools.partial(blockwise_attention, block=block)
 

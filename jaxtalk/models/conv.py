@@ -63,6 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxtalk.models.platform import forms_platform
+
 NHWC = ("NHWC", "HWIO", "NHWC")
 # the weight gradient's im2col is built and multiplied in chunks of about this many bytes
 CHUNK_BYTES = 8 * 2**20
@@ -130,12 +132,13 @@ def _env_choice(name: str, choices: Sequence[str], default: str) -> str:
 
 def on_cpu() -> bool:
   """Whether the CPU forms apply: decided when the program is traced, by JAX's default backend
-  (as attention.make_attention_fn picks its kernel), unless `model_forms()`.
-  `lax.platform_dependent` would defer the choice to lowering, but it traces both forms of every
-  conv and leaves XLA a conditional per conv to fold: the tiny config's train step compiled in
-  ~19.5 s that way against ~15 s (2-core CPU, 2026-11-26). Lowering for another platform than
-  the default one (jax.export) therefore keeps the default backend's forms."""
-  return jax.default_backend() == "cpu" and not model_forms()
+  (as attention.make_attention_fn picks its kernel; `platform.traced_for` names another), unless
+  `model_forms()`. `lax.platform_dependent` would defer the choice to lowering, but it traces
+  both forms of every conv and leaves XLA a conditional per conv to fold: the tiny config's
+  train step compiled in ~19.5 s that way against ~15 s (2-core CPU, 2026-11-26). Lowering for
+  another platform than the default one (jax.export) therefore keeps the default backend's
+  forms, unless traced within `platform.traced_for`."""
+  return forms_platform() == "cpu" and not model_forms()
 
 
 def _study_factor(name: str) -> int:
@@ -184,7 +187,7 @@ def gpu_weight_grad() -> str:
   bf16 train step took 0.198 s against 0.202 s, side by side on one H200 (fourth session,
   docs/benchmarks.md). The input gradient stays XLA's. Same sums in another order
   (tests/test_conv.py)."""
-  default = "taps" if jax.default_backend() == "gpu" and not model_forms() else "xla"
+  default = "taps" if forms_platform() == "gpu" and not model_forms() else "xla"
   return study_choice("JAXTALK_CONV_WGRAD", WEIGHT_GRAD_MODES, default)
 
 
@@ -357,15 +360,20 @@ def weight_grad_frames(xp_nhwc: jax.Array, g_nhwf: jax.Array, kh: int, kw: int) 
   cotangent g (N, Ho, Wo, F), for a GPU (`gpu_weight_grad`): per tap, one matrix product per
   frame, batched (the frames are independent thread blocks, and the dimension a data-parallel
   mesh shards), then the frames summed, in float32. The barrier keeps XLA from folding that
-  sum back into the product as one long contraction, the form cuDNN ran on too few blocks."""
+  sum back into the product as one long contraction, the form cuDNN ran on too few blocks.
+
+  Each tap's (N, C, F) products are summed on their own: stacked first, they were copied into
+  one (taps, N, C, F) array, for D's 4x4 256 -> 512 conv 1.07 GB of float32 per application
+  at B = 16, by XLA's concatenate at one element per thread (a deviceless compile for the H200,
+  docs/benchmarks.md)."""
   _, ho, wo, _ = g_nhwf.shape
   taps = [
     jnp.einsum("nhwc,nhwf->ncf", xp_nhwc[:, a : a + ho, b : b + wo], g_nhwf,
                preferred_element_type=jnp.float32)
     for a in range(kh) for b in range(kw)
   ]  # fmt: skip
-  per_frame = lax.optimization_barrier(jnp.stack(taps))  # (taps, N, C, F)
-  return per_frame.sum(1).reshape(kh, kw, *per_frame.shape[2:])
+  per_frame = lax.optimization_barrier(taps)  # taps x (N, C, F)
+  return jnp.stack([t.sum(0) for t in per_frame]).reshape(kh, kw, *taps[0].shape[1:])
 
 
 def _pad(x_nhwc: jax.Array, pads: Pads) -> jax.Array:

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxtalk.models import conv as conv_lib
 from jaxtalk.models.conv import conv, winograd_applies
+from jaxtalk.models.platform import forms_platform
 
 Dtype = Any
 # A PartitionSpec (resolved against the mesh set with `jax.set_mesh`) or a full Sharding such as
@@ -55,17 +56,24 @@ def reflect_pad_form() -> str:
   """How `reflect_pad` builds the padded map, read from JAXTALK_REFLECT_PAD when the program is
   traced:
 
-    concat  jnp.pad's (the default): per axis, x between its reversed edge slices, concatenated;
-    padsum  a study for the GPU: per axis, x and its two reversed edge slices each zero-padded to
-            the padded length, and summed. On the H200 the pads and their gradients ran as
+    concat  jnp.pad's (the default off a GPU): per axis, x between its reversed edge slices,
+            concatenated;
+    padsum  the default on a GPU: per axis, x and its two reversed edge slices each zero-padded
+            to the padded length, and summed. On the H200 the pads and their gradients ran as
             XLA "concatenate" fusions, one bf16 element per thread: 0.63-0.65 ms each on the
             res blocks' 64² x 256 maps, ~0.55 GB moved (~0.85 TB/s of ~4.8), and ~27 ms of the
             0.197 s B = 16 train step in all (fourth session's trace, docs/benchmarks.md). Pads
             and adds, and their gradients (slices and adds), make elementwise ("loop")
-            fusions instead, a kind XLA vectorises. Unmeasured on a GPU so far.
+            fusions instead, which XLA vectorises: compiled for the H200 without a device
+            (`jaxtalk bench gpu-kernels`), this form and the UpConv's (`interleave_form`) leave
+            no concatenate in the B = 16 step; the 22 loop fusions in their place handle 4
+            elements per thread and move 19 GB, where the 39 concatenates (one element per
+            thread) and 3 loop fusions they replace moved 34. Estimated ~24 ms less per step;
+            not yet timed on a GPU.
 
   The same values: each padded cell is one of x's plus exact zeros (a -0.0 comes out +0.0)."""
-  return conv_lib.study_choice("JAXTALK_REFLECT_PAD", REFLECT_PAD_FORMS, "concat")
+  default = "padsum" if forms_platform() == "gpu" and not conv_lib.model_forms() else "concat"
+  return conv_lib.study_choice("JAXTALK_REFLECT_PAD", REFLECT_PAD_FORMS, default)
 
 
 def reflect_pad(x_nhwc: jax.Array, pad: int) -> jax.Array:
@@ -250,17 +258,18 @@ def interleave_form() -> str:
   """How `UpConv` interleaves its four output phases (depth to space), read from
   JAXTALK_UPCONV_INTERLEAVE when the program is traced:
 
-    stack   (the default) the phases stacked twice and reshaped: XLA concatenates;
-    padsum  a study for the GPU: each phase spread by lax.pad's interior padding (one zero
+    stack   (the default off a GPU) the phases stacked twice and reshaped: XLA concatenates;
+    padsum  the default on a GPU: each phase spread by lax.pad's interior padding (one zero
             between its pixels, at its offset) and the four summed. On the H200 XLA's
             concatenates of the decoder's map sizes (128² x 128, 256² x 64; the interleaves
             and the 7x7 conv's reflect pad) took ~9 ms of the 0.198 s B = 16 train step, one bf16
             element per thread (fourth session's trace, docs/benchmarks.md). As for the reflect
-            pads (`reflect_pad_form`), pads and adds make loop fusions, which XLA vectorises.
-            Unmeasured on a GPU so far.
+            pads (`reflect_pad_form`, where the deviceless compile that chose both is described),
+            pads and adds make loop fusions, which XLA vectorises. Not yet timed on a GPU.
 
   The same values: each output cell is one phase's value plus three exact zeros."""
-  return conv_lib.study_choice("JAXTALK_UPCONV_INTERLEAVE", INTERLEAVE_FORMS, "stack")
+  default = "padsum" if forms_platform() == "gpu" and not conv_lib.model_forms() else "stack"
+  return conv_lib.study_choice("JAXTALK_UPCONV_INTERLEAVE", INTERLEAVE_FORMS, default)
 
 
 class UpConv(nn.Module):
