@@ -193,8 +193,8 @@ def lowered_step(
   cfg, data_dir: str, stage: int, vgg: bool, random_vgg: bool = False, devices: list | None = None
 ):
   """The renderer train step of cfg (`_train_step`) lowered for `devices` (default: JAX's) on
-  abstract arguments: no state or batch is made, and the frozen VGG parameters stay on the host
-  (devices with no memory here, such as a deviceless compile's, take them too)."""
+  abstract arguments: no state or batch is made and the frozen VGG parameters enter as shapes,
+  so it lowers for devices this process holds no arrays on too (a deviceless compile's)."""
   import jax  # noqa: PLC0415
 
   from jaxtalk import sharding as sh  # noqa: PLC0415
