@@ -40,7 +40,7 @@ from jaxtalk.data.preprocess import holdout_cut, preprocess
 from jaxtalk.errors import JaxtalkError
 from jaxtalk.face.landmark3d import KIND
 from jaxtalk.io.audio import read_audio
-from jaxtalk.io.video import VideoWriter, iter_frames
+from jaxtalk.io.video import EncoderProcess, iter_frames
 from jaxtalk.metrics.evaluate import evaluate, to_markdown
 from jaxtalk.metrics.slice import save_png
 from jaxtalk.metrics.video_slice import slice_picture
@@ -120,7 +120,9 @@ def write_heldout(
     )
   tmp = out.with_suffix(".partial.mp4")
   count = 0
-  with VideoWriter(tmp, fps, samples[a0:a1], sr) as writer:
+  # encoded in a fresh process (as inference's outputs are): in this one, after preprocessing,
+  # x264's macroblock-tree made different bytes from run to run (docs/benchmarks.md)
+  with EncoderProcess(tmp, fps, samples[a0:a1], sr) as writer:
     for t, frame in enumerate(iter_frames(video, fps)):
       if t >= n_audio:
         break

@@ -1,6 +1,8 @@
 """The encoder in a process of its own (io.video.EncoderProcess) and the render read-ahead
 (infer.read_ahead) that let inference's host work overlap."""
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -16,16 +18,37 @@ def _frames(n=12, h=37, w=45):
   return [np.roll(base, 2 * t, axis=1) for t in range(n)]  # moving content: P/B frames differ
 
 
-def test_encoder_process_writes_the_same_bytes_as_videowriter(tmp_path):
+# VideoWriter's reference file, written in a fresh process as EncoderProcess's child is. In a
+# process that has run for a while, x264's macroblock-tree rate control gives files that differ
+# from one encode of the same frames to the next (12 encodes at 450x450 in one process: 4
+# different files; all equal with x264's mbtree=0; docs/benchmarks.md, "Not done yet (issue
+# 10)"), so a reference written in the test's own process failed now and then.
+REFERENCE = """
+import sys
+import numpy as np
+from jaxtalk.io.video import VideoWriter
+frames, audio = np.load(sys.argv[1]), np.load(sys.argv[2])
+with VideoWriter(sys.argv[3], 25, audio, 16000) as w:
+  for f in frames:
+    w.write(f)
+print(w.frames)
+"""
+
+
+def test_encoder_process_writes_the_same_bytes_as_videowriter(tmp_path, child_env):
   frames = _frames()  # odd sizes: the writer's padding to even sizes is exercised too
   audio = np.random.default_rng(1).normal(0, 0.1, 8000).astype(np.float32)
-  with VideoWriter(tmp_path / "here.mp4", 25, audio, 16000) as here:
-    for f in frames:
-      here.write(f)
+  np.save(tmp_path / "frames.npy", np.stack(frames))
+  np.save(tmp_path / "audio.npy", audio)
+  here = subprocess.run(
+    [sys.executable, "-c", REFERENCE, tmp_path / "frames.npy", tmp_path / "audio.npy",
+     tmp_path / "here.mp4"], env=child_env, capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert here.returncode == 0, here.stderr
   with EncoderProcess(tmp_path / "there.mp4", 25, audio, 16000) as there:
     for f in frames:
       there.write(f)
-  assert there.frames == here.frames == len(frames)
+  assert there.frames == int(here.stdout) == len(frames)
   assert (tmp_path / "there.mp4").read_bytes() == (tmp_path / "here.mp4").read_bytes()
   assert read_frames(tmp_path / "there.mp4").shape == (len(frames), 38, 46, 3)
 
