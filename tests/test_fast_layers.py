@@ -341,7 +341,7 @@ def test_decoder_with_reflect_pads_by_sums_matches_concat(monkeypatch):
 )  # fmt: skip
 def test_pad_and_interleave_by_sums_are_the_default_on_a_gpu_only(monkeypatch, backend, forms):
   # chosen from a deviceless compile for the H200 (no concatenate left, the loop fusions that
-  # replace them vectorised; docs/benchmarks.md); unmeasured on a TPU, slower on the CPU
+  # replace them vectorised; docs/benchmarks.md); the CPU and a TPU keep jnp.pad's and the stack
   for name in ("JAXTALK_REFLECT_PAD", "JAXTALK_UPCONV_INTERLEAVE", "JAXTALK_CONV_FORMS"):
     monkeypatch.delenv(name, raising=False)
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
