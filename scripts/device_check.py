@@ -69,12 +69,11 @@ def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool, train_bs
   breakdown; and the whole stage-1 train step at each batch in train_bs (step: {B: GFLOP}),
   for the MFU (bench/train.step_model_gflops)."""
   from jaxtalk.bench import model as bench_model  # noqa: PLC0415
-  from jaxtalk.bench.train import step_model_gflops  # noqa: PLC0415
+  from jaxtalk.bench.train import step_model_gflops, write_step_dataset  # noqa: PLC0415
   from jaxtalk.config import load_config  # noqa: PLC0415
   from jaxtalk.model_io import perceptual_module  # noqa: PLC0415
   from jaxtalk.models.discriminator import discriminator_from_config  # noqa: PLC0415
   from jaxtalk.models.renderer import renderer_from_config  # noqa: PLC0415
-  from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
   cfg = load_config(config)
   cfg.data.image_size = size
@@ -91,10 +90,7 @@ def _count_flops(config: str, size: int, t: int, dtype: str, vgg: bool, train_bs
     "step": {},
   }
   with tempfile.TemporaryDirectory(prefix="jaxtalk-count-flops-") as tmp:
-    write_synthetic_dataset(
-      tmp + "/ds", n_clips=2, n_frames=t + 4, size=size,
-      expression_dim=cfg.data.expression_dim, audio_window=window, n_mels=n_mels,
-    )  # fmt: skip
+    write_step_dataset(cfg, tmp + "/ds")
     for b in train_bs:
       cfg.train.batch_size = b
       out["step"][str(b)] = step_model_gflops(cfg, tmp + "/ds", 1, vgg, random_vgg=True)
@@ -318,14 +314,6 @@ def _variant(variant: str, kshape, stride: int, out_hw):
   return (_library_conv, step_variant_env(variant)) if applies else None
 
 
-def _environ(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
-  """os.environ with `env` set (and the study variables not in it unset), restored after."""
-  from jaxtalk.bench.model import environ  # noqa: PLC0415
-  from jaxtalk.bench.train import STEP_VARIANT_ENV  # noqa: PLC0415
-
-  return environ(env, unset=STEP_VARIANT_ENV)
-
-
 def _fwd_bwd(conv_fn, strides, pads, argnums, x, k, g):
   """conv_fn(x, k, strides, pads) and the gradients `argnums` (0: x, 1: k) for the cotangent
   g."""
@@ -346,6 +334,7 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
   import numpy as np  # noqa: PLC0415
 
   from jaxtalk.bench import model as bench_model  # noqa: PLC0415
+  from jaxtalk.bench import train as bench_train  # noqa: PLC0415
 
   rows = []
   for name, (h, w, c), kshape, stride, pads, wrt in STUDY_CONVS:
@@ -365,7 +354,8 @@ def conv_study(frames: int, dtype: str, variants: list[str], repeats: int = 5) -
         continue
       conv_fn, env = form
       fn = functools.partial(_fwd_bwd, conv_fn, strides, pads, argnums)
-      with _environ(env):  # read when traced: _measure's first call, then the jit below
+      # read when traced: _measure's first call, then the jit below
+      with bench_train.variant_environ(env):
         m = bench_model._measure(fn, (x, k, g), repeats)
         got = jax.jit(fn)(x, k, g)
       row[f"{variant}_ms"] = ms = m["best_s"] * 1e3
@@ -440,7 +430,6 @@ def main() -> int:
   from jaxtalk.bench import train as bench_train  # noqa: PLC0415
   from jaxtalk.config import load_config  # noqa: PLC0415
   from jaxtalk.models.renderer import renderer_from_config  # noqa: PLC0415
-  from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
   config = "tiny" if args.cpu else "grid"
   size = args.size or (64 if args.cpu else 256)
@@ -499,12 +488,11 @@ def main() -> int:
     key_b = f"{train_b}{tag}"
     cfg.train.batch_size = train_b
     # read when the step is traced: each variant compiles its own step
-    env = contextlib.nullcontext() if variant is None else _environ(envs[variant])
+    env = (
+      contextlib.nullcontext() if variant is None else bench_train.variant_environ(envs[variant])
+    )
     with tempfile.TemporaryDirectory(prefix="jaxtalk-device-check-") as tmp, env:
-      write_synthetic_dataset(
-        tmp + "/ds", n_clips=2, n_frames=t + 4, size=size,
-        expression_dim=cfg.data.expression_dim, audio_window=window, n_mels=n_mels,
-      )  # fmt: skip
+      bench_train.write_step_dataset(cfg, tmp + "/ds")
       r = bench_train.time_step(
         cfg, tmp + "/ds", args.steps, 1, args.vgg, random_vgg=True, trace_dir=traced
       )

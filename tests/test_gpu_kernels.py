@@ -125,10 +125,8 @@ def _primitives(jaxpr):
   """The primitives of a jaxpr and of the jaxprs nested in it (jnp.pad's jit), depth first."""
   for eqn in jaxpr.eqns:
     yield eqn.primitive.name
-    for param in eqn.params.values():
-      inner = getattr(param, "jaxpr", param)  # a ClosedJaxpr's, or a Jaxpr itself
-      if hasattr(inner, "eqns"):
-        yield from _primitives(inner)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _primitives(sub)
 
 
 def test_traced_for_gives_a_gpus_forms_on_the_cpu(monkeypatch):

@@ -262,21 +262,14 @@ def compile_variant(
   """The renderer train step of cfg (stage 1, VGG on) in `variant`'s forms, compiled for
   `device`'s card with XLA's dumps in dump_dir: its kernels and thunk kinds (`read_dump`)."""
   from jaxtalk.bench import train as bench_train  # noqa: PLC0415
-  from jaxtalk.bench.model import environ  # noqa: PLC0415
   from jaxtalk.models.platform import traced_for  # noqa: PLC0415
-  from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
-  env = bench_train.step_variant_env(variant)
   with (
     tempfile.TemporaryDirectory(prefix="jaxtalk-gpu-kernels-") as tmp,
-    environ(env, unset=bench_train.STEP_VARIANT_ENV),
+    bench_train.variant_environ(bench_train.step_variant_env(variant)),
     traced_for("gpu"),
   ):
-    write_synthetic_dataset(
-      tmp + "/ds", n_clips=2, n_frames=cfg.train.seq_len + 4, size=cfg.data.image_size,
-      expression_dim=cfg.data.expression_dim, audio_window=cfg.data.audio_window,
-      n_mels=cfg.data.n_mels,
-    )  # fmt: skip
+    bench_train.write_step_dataset(cfg, tmp + "/ds")
     lowered = bench_train.lowered_step(cfg, tmp + "/ds", 1, True, random_vgg=True, devices=[device])
   lowered.compile({"xla_dump_to": dump_dir, "xla_dump_hlo_as_text": True})
   return read_dump(dump_dir)

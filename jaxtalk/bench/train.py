@@ -25,6 +25,7 @@ to the step exactly: XLA fuses and schedules the whole step together.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import os
@@ -86,6 +87,26 @@ def step_variant_env(variant: str) -> dict[str, str]:
         f"{REFLECT_PAD_FORMS}, of {REFLECT_MODES}, or 'up' and one of {INTERLEAVE_FORMS}"
       )
   return env
+
+
+def variant_environ(env: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+  """os.environ with a step variant's `env` (`step_variant_env`) set and the other variables a
+  variant may set unset, restored after."""
+  from jaxtalk.bench.model import environ  # noqa: PLC0415
+
+  return environ(env, unset=STEP_VARIANT_ENV)
+
+
+def write_step_dataset(cfg, root: str) -> None:
+  """A synthetic dataset in root with the shapes a train step of cfg reads (two clips of
+  train.seq_len + 4 frames at data.image_size): for timing, counting or compiling that step."""
+  from jaxtalk.train.synthetic import write_synthetic_dataset  # noqa: PLC0415
+
+  d = cfg.data
+  write_synthetic_dataset(
+    root, n_clips=2, n_frames=cfg.train.seq_len + 4, size=d.image_size,
+    expression_dim=d.expression_dim, audio_window=d.audio_window, n_mels=d.n_mels,
+  )  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

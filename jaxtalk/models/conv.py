@@ -141,6 +141,12 @@ def on_cpu() -> bool:
   return forms_platform() == "cpu" and not model_forms()
 
 
+def on_gpu() -> bool:
+  """Whether a GPU's default forms apply (`gpu_weight_grad`, layers.reflect_pad_form,
+  layers.interleave_form): traced for a GPU, unless `model_forms()`."""
+  return forms_platform() == "gpu" and not model_forms()
+
+
 def _study_factor(name: str) -> int:
   """A study's positive integer from the environment variable `name`; 1 (off) when unset or
   under `model_forms()`."""
@@ -187,7 +193,7 @@ def gpu_weight_grad() -> str:
   bf16 train step took 0.198 s against 0.202 s, side by side on one H200 (fourth session,
   docs/benchmarks.md). The input gradient stays XLA's. Same sums in another order
   (tests/test_conv.py)."""
-  default = "taps" if forms_platform() == "gpu" and not model_forms() else "xla"
+  default = "taps" if on_gpu() else "xla"
   return study_choice("JAXTALK_CONV_WGRAD", WEIGHT_GRAD_MODES, default)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from jaxtalk.models import conv as conv_lib
 from jaxtalk.models.conv import conv, winograd_applies
-from jaxtalk.models.platform import forms_platform
 
 Dtype = Any
 # A PartitionSpec (resolved against the mesh set with `jax.set_mesh`) or a full Sharding such as
@@ -72,7 +71,7 @@ def reflect_pad_form() -> str:
             not yet timed on a GPU.
 
   The same values: each padded cell is one of x's plus exact zeros (a -0.0 comes out +0.0)."""
-  default = "padsum" if forms_platform() == "gpu" and not conv_lib.model_forms() else "concat"
+  default = "padsum" if conv_lib.on_gpu() else "concat"
   return conv_lib.study_choice("JAXTALK_REFLECT_PAD", REFLECT_PAD_FORMS, default)
 
 
@@ -268,7 +267,7 @@ def interleave_form() -> str:
             pads and adds make loop fusions, which XLA vectorises. Not yet timed on a GPU.
 
   The same values: each output cell is one phase's value plus three exact zeros."""
-  default = "padsum" if forms_platform() == "gpu" and not conv_lib.model_forms() else "stack"
+  default = "padsum" if conv_lib.on_gpu() else "stack"
   return conv_lib.study_choice("JAXTALK_UPCONV_INTERLEAVE", INTERLEAVE_FORMS, default)
 
 
