@@ -389,8 +389,13 @@ def write_video(
   sample_rate: int | None = None,
   crf: int = 18,
 ) -> int:
-  """Writes H.264 mp4 (AAC audio, mono float in [-1, 1], when given); returns frames written."""
-  with VideoWriter(path, fps, audio, sample_rate, crf) as writer:
+  """Writes H.264 mp4 (AAC audio, mono float in [-1, 1], when given); returns frames written.
+
+  It encodes in a fresh process (EncoderProcess, ~0.5 s to start): in a process that has run for
+  a while, x264's macroblock-tree rate control writes different bytes for the same frames from
+  one encode to the next (docs/benchmarks.md, "Not done yet (issue 10)"), and a file that is
+  scored (bench quality's held-out real.mp4) must be the same on every run."""
+  with EncoderProcess(path, fps, audio, sample_rate, crf) as writer:
     for frame_hwc in frames_thwc:
       writer.write(frame_hwc)
   return writer.frames
