@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.resources
+import itertools
 import json
 import pathlib
 import time
@@ -40,7 +41,7 @@ from jaxtalk.data.preprocess import holdout_cut, preprocess
 from jaxtalk.errors import JaxtalkError
 from jaxtalk.face.landmark3d import KIND
 from jaxtalk.io.audio import read_audio
-from jaxtalk.io.video import EncoderProcess, iter_frames
+from jaxtalk.io.video import iter_frames, write_video
 from jaxtalk.metrics.evaluate import evaluate, to_markdown
 from jaxtalk.metrics.slice import save_png
 from jaxtalk.metrics.video_slice import slice_picture
@@ -119,16 +120,8 @@ def write_heldout(
       " --holdout is needed (at least 4)"
     )
   tmp = out.with_suffix(".partial.mp4")
-  count = 0
-  # encoded in a fresh process (as inference's outputs are): in this one, after preprocessing,
-  # x264's macroblock-tree made different bytes from run to run (docs/benchmarks.md)
-  with EncoderProcess(tmp, fps, samples[a0:a1], sr) as writer:
-    for t, frame in enumerate(iter_frames(video, fps)):
-      if t >= n_audio:
-        break
-      if t >= cut:
-        writer.write(frame)
-        count += 1
+  frames = itertools.islice(iter_frames(video, fps), cut, n_audio)  # the held-out part
+  count = write_video(tmp, frames, fps, samples[a0:a1], sr)
   tmp.replace(out)
   return count
 
